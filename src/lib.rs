@@ -1,0 +1,17 @@
+//! provider-images: turn a list of provider image references into a directory of extracted CAPI
+//! provider manifests, on connected and disconnected OpenShift clusters alike.
+//!
+//! Data flows left to right through the modules, never back:
+//! images.json → reference → transport/auth/registry → layers → profiles → publish.
+
+pub mod auth;
+pub mod cli;
+pub mod extract;
+pub mod images;
+pub mod layers;
+pub mod profiles;
+pub mod publish;
+pub mod reference;
+pub mod registry;
+pub mod transport;
+pub mod trust;

@@ -1,0 +1,1 @@
+//! Writing the output tree and `index.json` atomically.
