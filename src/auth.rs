@@ -1,1 +1,626 @@
-//! auth
+//! Registry credentials: the dockerconfigjson keychain, Basic and Bearer challenges, and a token cache per
+//! registry and scope. Nothing in here logs or displays a secret: credential types have redacting `Debug`,
+//! and authorization headers are marked sensitive.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::transport::{SafeUrl, Transport, TransportError};
+
+/// Token responses are small; a larger body is a broken or hostile realm.
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+/// The token lifetime assumed when the realm does not say (the distribution spec's default).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("pull secret {origin}: {message}")]
+    BadPullSecret { origin: String, message: String },
+    #[error("token request to {realm} failed: {cause}")]
+    TokenRequest { realm: SafeUrl, cause: String },
+    #[error("token request to {realm}: {status}")]
+    TokenStatus { realm: SafeUrl, status: StatusCode },
+    #[error(
+        "token realm {realm} of registry {registry} is not https; not sending credentials there"
+    )]
+    InsecureRealm { realm: SafeUrl, registry: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// A username and password for one registry (or one namespace of it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub username: String,
+    password: String,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credential {{ username: {:?}, password: <redacted> }}",
+            self.username
+        )
+    }
+}
+
+impl Credential {
+    fn basic_header(&self) -> HeaderValue {
+        let encoded = BASE64.encode(format!("{}:{}", self.username, self.password));
+        sensitive(&format!("Basic {encoded}"))
+    }
+}
+
+fn sensitive(value: &str) -> HeaderValue {
+    let mut header = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    header.set_sensitive(true);
+    header
+}
+
+/// The `auths` of a `.dockerconfigjson`, keyed by normalised `host[:port][/namespace…]`.
+#[derive(Debug, Default, Clone)]
+pub struct Keychain {
+    entries: HashMap<String, Credential>,
+}
+
+#[derive(Deserialize)]
+struct DockerConfig {
+    auths: Option<HashMap<String, DockerAuth>>,
+}
+
+#[derive(Deserialize, Default)]
+struct DockerAuth {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    identitytoken: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SecretManifest {
+    kind: Option<String>,
+    #[serde(default)]
+    data: HashMap<String, String>,
+    #[serde(default, rename = "stringData")]
+    string_data: HashMap<String, String>,
+}
+
+impl Keychain {
+    /// Reads a `.dockerconfigjson` document, or a Secret manifest (YAML or JSON) holding one.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Keychain, AuthError> {
+        let bad = |message: String| AuthError::BadPullSecret {
+            origin: origin.to_string(),
+            message,
+        };
+        if let Ok(secret) = serde_yaml_ng::from_slice::<SecretManifest>(bytes)
+            && secret.kind.as_deref() == Some("Secret")
+        {
+            let config = if let Some(text) = secret.string_data.get(".dockerconfigjson") {
+                text.clone().into_bytes()
+            } else if let Some(encoded) = secret.data.get(".dockerconfigjson") {
+                BASE64
+                    .decode(encoded.trim())
+                    .map_err(|e| bad(format!("data[.dockerconfigjson] is not base64: {e}")))?
+            } else {
+                return Err(bad("Secret has no .dockerconfigjson key".into()));
+            };
+            return Keychain::parse_config(&config, origin);
+        }
+        Keychain::parse_config(bytes, origin)
+    }
+
+    fn parse_config(bytes: &[u8], origin: &str) -> Result<Keychain, AuthError> {
+        let bad = |message: String| AuthError::BadPullSecret {
+            origin: origin.to_string(),
+            message,
+        };
+        let config: DockerConfig = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("not a .dockerconfigjson: {e}")))?;
+        let mut entries = HashMap::new();
+        for (key, auth) in config.auths.unwrap_or_default() {
+            let credential = match (&auth.auth, &auth.username, &auth.password) {
+                (Some(encoded), _, _) if !encoded.is_empty() => {
+                    let decoded = BASE64
+                        .decode(encoded.trim())
+                        .map_err(|_| bad(format!("auths[{key:?}].auth is not base64")))?;
+                    let decoded = String::from_utf8(decoded)
+                        .map_err(|_| bad(format!("auths[{key:?}].auth is not UTF-8")))?;
+                    match decoded.split_once(':') {
+                        Some((user, password)) if !user.is_empty() => Credential {
+                            username: user.to_string(),
+                            password: password.trim_end_matches('\n').to_string(),
+                        },
+                        _ => return Err(bad(format!("auths[{key:?}].auth is not user:password"))),
+                    }
+                }
+                (_, Some(user), Some(password)) if !user.is_empty() => Credential {
+                    username: user.clone(),
+                    password: password.clone(),
+                },
+                _ => {
+                    if auth.identitytoken.is_some() {
+                        tracing::warn!(registry = %key, "identity tokens are not supported; entry ignored");
+                    }
+                    continue;
+                }
+            };
+            entries.insert(normalise_key(&key), credential);
+        }
+        Ok(Keychain { entries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The credential for `repository` on `registry` (`host[:port]` actually contacted): the most specific
+    /// namespace entry (`host/org/repo`, then `host/org`), then the host's own entry, as the node does.
+    pub fn lookup(&self, registry: &str, repository: &str) -> Option<&Credential> {
+        let host = normalise_key(registry);
+        let mut candidate = format!("{host}/{repository}");
+        loop {
+            if let Some(credential) = self.entries.get(&candidate) {
+                return Some(credential);
+            }
+            match candidate.rsplit_once('/') {
+                Some((parent, _)) => candidate = parent.to_string(),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// `https://index.docker.io/v1/` → `docker.io`; `quay.io/org/` → `quay.io/org`; case of the host kept.
+fn normalise_key(key: &str) -> String {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let key = key.trim_end_matches('/');
+    let (host, path) = key.split_once('/').unwrap_or((key, ""));
+    let host = match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    };
+    if host == "docker.io" && (path == "v1" || path == "v2") {
+        return host.to_string();
+    }
+    if path.is_empty() {
+        host.to_string()
+    } else {
+        format!("{host}/{path}")
+    }
+}
+
+/// One `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// Parses the first Basic or Bearer challenge of a `WWW-Authenticate` value (RFC 7235 auth-params,
+/// quoted strings with backslash escapes).
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let params = parse_params(rest);
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if scheme.eq_ignore_ascii_case("basic") {
+        Some(Challenge::Basic)
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(Challenge::Bearer {
+            realm: get("realm")?,
+            service: get("service"),
+        })
+    } else {
+        None
+    }
+}
+
+fn parse_params(mut input: &str) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    loop {
+        input = input.trim_start_matches([' ', ',', '\t']);
+        let Some((name, rest)) = input.split_once('=') else {
+            return params;
+        };
+        let name = name.trim().to_string();
+        let rest = rest.trim_start();
+        let (value, remaining) = if let Some(quoted) = rest.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end.min(quoted.len())..])
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            (rest[..end].trim().to_string(), &rest[end..])
+        };
+        params.push((name, value));
+        input = remaining;
+    }
+}
+
+struct Token {
+    header: HeaderValue,
+    expires: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+/// Authorization for registry requests: learns each registry's challenge on its first 401 and then
+/// authorizes later requests up front.
+pub struct Authenticator {
+    keychain: Keychain,
+    challenges: Mutex<HashMap<String, Challenge>>,
+    tokens: Mutex<HashMap<(String, String), Token>>,
+}
+
+impl Authenticator {
+    pub fn new(keychain: Keychain) -> Authenticator {
+        Authenticator {
+            keychain,
+            challenges: Mutex::default(),
+            tokens: Mutex::default(),
+        }
+    }
+
+    pub fn has_credentials(&self, registry: &str, repository: &str) -> bool {
+        self.keychain.lookup(registry, repository).is_some()
+    }
+
+    /// The Authorization header to send to `registry` for pulling `repository` without waiting for a 401,
+    /// when the registry's challenge is already known (fetching a token if the cached one expired).
+    pub async fn authorization(
+        &self,
+        transport: &Transport,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<HeaderValue>, AuthError> {
+        let challenge = self.challenges.lock().unwrap().get(registry).cloned();
+        match challenge {
+            None => Ok(None),
+            Some(challenge) => {
+                self.answer(transport, registry, repository, &challenge)
+                    .await
+            }
+        }
+    }
+
+    /// Learns the challenge of a 401 answer and returns the authorization to retry with (None when there is
+    /// nothing better to offer than what was sent).
+    pub async fn challenged(
+        &self,
+        transport: &Transport,
+        registry: &str,
+        repository: &str,
+        www_authenticate: Option<&HeaderValue>,
+    ) -> Result<Option<HeaderValue>, AuthError> {
+        let Some(challenge) = www_authenticate
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+        else {
+            return Ok(None);
+        };
+        self.challenges
+            .lock()
+            .unwrap()
+            .insert(registry.to_string(), challenge.clone());
+        // A token that was just refused is dropped, so the answer asks the realm again.
+        self.tokens
+            .lock()
+            .unwrap()
+            .remove(&(registry.to_string(), pull_scope(repository)));
+        self.answer(transport, registry, repository, &challenge)
+            .await
+    }
+
+    async fn answer(
+        &self,
+        transport: &Transport,
+        registry: &str,
+        repository: &str,
+        challenge: &Challenge,
+    ) -> Result<Option<HeaderValue>, AuthError> {
+        let credential = self.keychain.lookup(registry, repository);
+        match challenge {
+            Challenge::Basic => Ok(credential.map(Credential::basic_header)),
+            Challenge::Bearer { realm, service } => {
+                let scope = pull_scope(repository);
+                let key = (registry.to_string(), scope.clone());
+                if let Some(token) = self.tokens.lock().unwrap().get(&key)
+                    && token.expires > Instant::now()
+                {
+                    return Ok(Some(token.header.clone()));
+                }
+                let token = fetch_token(
+                    transport,
+                    registry,
+                    realm,
+                    service.as_deref(),
+                    &scope,
+                    credential,
+                )
+                .await?;
+                let header = token.header.clone();
+                self.tokens.lock().unwrap().insert(key, token);
+                Ok(Some(header))
+            }
+        }
+    }
+}
+
+fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+async fn fetch_token(
+    transport: &Transport,
+    registry: &str,
+    realm: &str,
+    service: Option<&str>,
+    scope: &str,
+    credential: Option<&Credential>,
+) -> Result<Token, AuthError> {
+    let mut url = realm.to_string();
+    let mut separator = if url.contains('?') { '&' } else { '?' };
+    for (name, value) in [("service", service), ("scope", Some(scope))] {
+        if let Some(value) = value {
+            url.push(separator);
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&percent_encode(value));
+            separator = '&';
+        }
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| TransportError::BadUrl(format!("token realm of {registry}")))?;
+    let realm_url = SafeUrl::new(&uri);
+    // Credentials go to a realm only over https, or back to the registry's own host.
+    let same_host = uri.authority().map(|a| a.as_str()) == Some(registry);
+    let authorization = match credential {
+        Some(credential) if uri.scheme_str() == Some("https") || same_host => {
+            Some(credential.basic_header())
+        }
+        Some(_) => {
+            return Err(AuthError::InsecureRealm {
+                realm: realm_url,
+                registry: registry.to_string(),
+            });
+        }
+        None => None,
+    };
+    tracing::debug!(realm = %realm_url, registry, scope, with_credentials = authorization.is_some(), "requesting token");
+    let response = transport
+        .get(uri, &HeaderMap::new(), authorization.as_ref())
+        .await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(AuthError::TokenStatus {
+            realm: realm_url,
+            status,
+        });
+    }
+    let body = crate::transport::read_body_capped(response.into_body(), MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|cause| AuthError::TokenRequest {
+            realm: realm_url.clone(),
+            cause,
+        })?;
+    let parsed: TokenResponse =
+        serde_json::from_slice(&body).map_err(|e| AuthError::TokenRequest {
+            realm: realm_url.clone(),
+            cause: format!("response is not a token: {e}"),
+        })?;
+    let token = parsed
+        .token
+        .filter(|t| !t.is_empty())
+        .or(parsed.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AuthError::TokenRequest {
+            realm: realm_url.clone(),
+            cause: "response has no token".into(),
+        })?;
+    let lifetime = parsed
+        .expires_in
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    // Renew a little early so a token does not expire between the check and the request.
+    let expires = Instant::now()
+        + lifetime
+            .saturating_sub(Duration::from_secs(5))
+            .max(Duration::from_secs(1));
+    Ok(Token {
+        header: sensitive(&format!("Bearer {token}")),
+        expires,
+    })
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keychain(json: &str) -> Keychain {
+        Keychain::parse(json.as_bytes(), "test").unwrap()
+    }
+
+    #[test]
+    fn lookup_prefers_the_most_specific_namespace() {
+        let auth = |s: &str| BASE64.encode(s);
+        let chain = keychain(&format!(
+            r#"{{"auths": {{"quay.io": {{"auth": "{}"}}, "quay.io/openshift": {{"auth": "{}"}},
+                "https://index.docker.io/v1/": {{"auth": "{}"}}, "mirror:5000": {{"username": "m", "password": "p"}}}}}}"#,
+            auth("host:a"),
+            auth("ns:b"),
+            auth("hub:c")
+        ));
+        assert_eq!(
+            chain.lookup("quay.io", "openshift/capi").unwrap().username,
+            "ns"
+        );
+        assert_eq!(
+            chain.lookup("quay.io", "other/capi").unwrap().username,
+            "host"
+        );
+        assert_eq!(
+            chain
+                .lookup("docker.io", "library/busybox")
+                .unwrap()
+                .username,
+            "hub"
+        );
+        assert_eq!(
+            chain
+                .lookup("registry-1.docker.io", "library/busybox")
+                .unwrap()
+                .username,
+            "hub"
+        );
+        assert_eq!(chain.lookup("mirror:5000", "x").unwrap().username, "m");
+        assert!(
+            chain.lookup("mirror", "x").is_none(),
+            "the port is part of the key"
+        );
+        assert!(chain.lookup("quay.io.evil", "openshift/capi").is_none());
+    }
+
+    #[test]
+    fn a_secret_manifest_is_accepted() {
+        let config = BASE64.encode(format!(
+            r#"{{"auths":{{"r:1":{{"auth":"{}"}}}}}}"#,
+            BASE64.encode("u:p")
+        ));
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {config}\n"
+        );
+        let chain = Keychain::parse(yaml.as_bytes(), "secret.yaml").unwrap();
+        assert_eq!(chain.lookup("r:1", "x").unwrap().username, "u");
+    }
+
+    #[test]
+    fn malformed_pull_secrets_are_errors_that_name_the_entry() {
+        for (json, expect) in [
+            (r#"{"auths":{"r":{"auth":"%%%"}}}"#, "not base64"),
+            (
+                r#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#,
+                "not user:password",
+            ),
+            ("[]", "not a .dockerconfigjson"),
+        ] {
+            let err = Keychain::parse(json.as_bytes(), "ps.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expect) && err.contains("ps.json"),
+                "{json}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let chain = keychain(&format!(
+            r#"{{"auths":{{"r":{{"auth":"{}"}}}}}}"#,
+            BASE64.encode("user:pw-SECRET")
+        ));
+        let shown = format!(
+            "{chain:?} {:?}",
+            chain.lookup("r", "x").unwrap().basic_header()
+        );
+        assert!(
+            !shown.contains("pw-SECRET") && !shown.contains(&BASE64.encode("user:pw-SECRET")),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn challenges_parse() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into())
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(r#"bearer realm="https://a/\"t\"", service=svc"#),
+            Some(Challenge::Bearer {
+                realm: "https://a/\"t\"".into(),
+                service: Some("svc".into())
+            })
+        );
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+        assert_eq!(
+            parse_challenge("Bearer service=x"),
+            None,
+            "a Bearer challenge needs a realm"
+        );
+    }
+
+    #[test]
+    fn scope_values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
+    }
+}

@@ -1,1 +1,178 @@
-//! cli
+//! The command line (the design's contract) and the parsers for its values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provider-images",
+    version,
+    about = "Extract CAPI provider manifests from provider images"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull every image of images.json and publish their capi-operator-manifests/ trees with index.json.
+    Extract(ExtractArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// The images to pull: a flat JSON object {"component-name": "image-ref", ...}.
+    #[arg(long, env = "IMAGES_JSON", value_name = "FILE")]
+    pub images_json: PathBuf,
+    /// Where the tree is published (may be a mount point).
+    #[arg(long, env = "PROVIDER_IMAGE_DIR", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Images in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Limit for the whole run, e.g. 10m, 90s.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Largest file written under the subtree, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub max_file_size: u64,
+    /// Most bytes written under the subtree per image.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub max_image_size: u64,
+    /// Where the kubelet reads the termination message (at most 4 KiB is written).
+    #[arg(long, value_name = "FILE")]
+    pub termination_message_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// A .dockerconfigjson, or a Secret manifest holding one.
+    #[arg(long, value_name = "FILE")]
+    pub pull_secret: Option<PathBuf>,
+    /// Extra PEM roots (repeatable), added to the system's.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// Plain http or unverified TLS for this registry only (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Which manifest of an index to use: OS/ARCH[/VARIANT]; default the running platform.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Read nothing from a cluster (the only cluster source this version has).
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// text on a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `500ms`, `30s`, `10m`, `1h`, or combinations like `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (use e.g. 90s, 10m, 1h30m)");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number * 60),
+            "h" => Duration::from_secs(number * 3600),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// `1024`, `64KiB`, `64MiB`, `1GiB` (also `K`/`M`/`G` and `KB`/`MB`/`GB`, read as powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {text:?} (use e.g. 64MiB, 1GiB, 4096)");
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().map_err(|_| bad())?;
+    let multiplier: u64 = match &text[digits..] {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        "K" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(multiplier).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "10", "m", "10x", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("5MB"), Ok(5_000_000));
+        for bad in ["", "MiB", "1TiB", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "provider-images",
+            "extract",
+            "--images-json",
+            "i.json",
+            "--output",
+            "/out",
+            "--no-cluster",
+            "--ca-file",
+            "a.pem",
+            "--ca-file",
+            "b.pem",
+            "--platform",
+            "linux/arm64",
+        ])
+        .unwrap();
+        let Command::Extract(args) = cli.command;
+        assert_eq!(args.common.ca_files.len(), 2);
+        assert_eq!(args.concurrency, 4);
+        assert_eq!(args.max_file_size, 64 << 20);
+        assert_eq!(args.timeout, Duration::from_secs(600));
+    }
+}

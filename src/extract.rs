@@ -1,1 +1,483 @@
-//! extract
+//! `provider-images extract`: pull every image of images.json, compute what each image volume would show
+//! under `capi-operator-manifests/`, and publish the tree with index.json — all of it, or nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::images::ImageEntry;
+use crate::layers::{self, Compression, Contribution, LayerError, Limits, Node, Subtree};
+use crate::profiles::{self, Profile, ProfileError};
+use crate::publish::{self, PublishError, Publisher};
+use crate::registry::{
+    DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform, RegistryClient,
+    RegistryError, Source,
+};
+
+/// Index → index → image is as deep as real images nest; deeper is a loop or an attack.
+const MAX_INDEX_DEPTH: usize = 2;
+
+pub struct ExtractOptions {
+    pub output: PathBuf,
+    pub platform: Platform,
+    pub concurrency: usize,
+    pub limits: Limits,
+    pub lock_timeout: Duration,
+}
+
+/// Why one image failed. Its `Display` is the cause alone; the image and source are added by `ImageFailure`.
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("layer {digest}: {source}")]
+    Layer {
+        digest: String,
+        #[source]
+        source: LayerError,
+    },
+    #[error("layer {digest}: {media_type:?} is not a filesystem layer, so this is not an image")]
+    NotALayer { digest: String, media_type: String },
+    #[error("config media type {0:?} is not an image config, so this is not an image")]
+    NotAnImage(String),
+    #[error("config {digest}: {cause}")]
+    BadConfig { digest: String, cause: String },
+    #[error("index {digest} has no manifest for {wanted}; it has: {available}")]
+    NoPlatform {
+        digest: String,
+        wanted: Platform,
+        available: String,
+    },
+    #[error("indexes nested deeper than {MAX_INDEX_DEPTH} levels")]
+    NestedTooDeep,
+    #[error("{0}")]
+    Profile(#[from] ProfileError),
+    #[error("layer {digest}: worker stopped: {cause}")]
+    Worker { digest: String, cause: String },
+}
+
+#[derive(Debug)]
+pub struct ImageFailure {
+    pub reference: String,
+    pub source: String,
+    pub error: ImageError,
+}
+
+impl std::fmt::Display for ImageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "image {} (from {}): {}",
+            self.reference,
+            self.source,
+            crate::transport::error_chain(&self.error)
+        )
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ExtractError {
+    #[error("{} of {total} images failed; nothing was published", failures.len())]
+    Images {
+        failures: Vec<ImageFailure>,
+        total: usize,
+    },
+    #[error("publishing to {path}: {source}")]
+    Publish {
+        path: PathBuf,
+        #[source]
+        source: PublishError,
+    },
+    #[error("writing index.json: {0}")]
+    Index(#[from] serde_json::Error),
+}
+
+impl ExtractError {
+    /// The error with every failed image on a line of its own.
+    pub fn report(&self) -> String {
+        let mut text = crate::transport::error_chain(self);
+        if let ExtractError::Images { failures, .. } = self {
+            for failure in failures {
+                text.push('\n');
+                text.push_str(&failure.to_string());
+            }
+        }
+        text
+    }
+}
+
+/// One image, pulled and merged.
+pub struct PulledImage {
+    pub entry: ImageEntry,
+    pub source: String,
+    pub digest: String,
+    pub index_digest: Option<String>,
+    pub subtree: Subtree,
+    pub profiles: Vec<Profile>,
+}
+
+pub struct Summary {
+    pub images: usize,
+    pub profiles: usize,
+    pub published: PathBuf,
+}
+
+/// Pulls every image (`concurrency` at a time, every one attempted even when others fail), then publishes.
+pub async fn extract(
+    client: Arc<RegistryClient>,
+    entries: Vec<ImageEntry>,
+    options: &ExtractOptions,
+) -> Result<Summary, ExtractError> {
+    let total = entries.len();
+    let results: Vec<Result<PulledImage, ImageFailure>> = futures_util::stream::iter(entries)
+        .map(|entry| {
+            let client = client.clone();
+            let platform = options.platform.clone();
+            let limits = options.limits;
+            async move { pull_image(&client, entry, &platform, limits).await }
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    let mut pulled = Vec::new();
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(image) => pulled.push(image),
+            Err(failure) => {
+                tracing::error!(image = %failure.reference, source = %failure.source, error = %crate::transport::error_chain(&failure.error), "image failed");
+                failures.push(failure);
+            }
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort_by(|a, b| a.reference.cmp(&b.reference));
+        return Err(ExtractError::Images { failures, total });
+    }
+    pulled.sort_by(|a, b| a.entry.reference_text.cmp(&b.entry.reference_text));
+    let profiles = pulled.iter().map(|image| image.profiles.len()).sum();
+    let published = publish_tree(&pulled, options)?;
+    Ok(Summary {
+        images: pulled.len(),
+        profiles,
+        published,
+    })
+}
+
+async fn pull_image(
+    client: &RegistryClient,
+    entry: ImageEntry,
+    platform: &Platform,
+    limits: Limits,
+) -> Result<PulledImage, ImageFailure> {
+    let source = Source {
+        registry: entry.reference.api_host().to_string(),
+        repository: entry.reference.repository.clone(),
+    };
+    let started = Instant::now();
+    tracing::info!(image = %entry.reference_text, source = %source, "pulling");
+    match pull_from(client, &entry, &source, platform, limits).await {
+        Ok((resolved, subtree, profiles, bytes)) => {
+            let source_ref = format!("{source}@{}", resolved.top_digest);
+            tracing::info!(
+                image = %entry.reference_text,
+                source = %source_ref,
+                digest = %resolved.image_digest,
+                bytes,
+                profiles = profiles.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "pulled"
+            );
+            if profiles.is_empty() {
+                tracing::info!(image = %entry.reference_text, "no provider manifests in this image; skipped");
+            }
+            Ok(PulledImage {
+                entry,
+                source: source_ref,
+                digest: resolved.image_digest,
+                index_digest: resolved.index_digest,
+                subtree,
+                profiles,
+            })
+        }
+        Err(error) => Err(ImageFailure {
+            reference: entry.reference_text.clone(),
+            source: source.to_string(),
+            error,
+        }),
+    }
+}
+
+struct Resolved {
+    top_digest: String,
+    image_digest: String,
+    index_digest: Option<String>,
+    manifest: crate::registry::ImageManifest,
+}
+
+async fn pull_from(
+    client: &RegistryClient,
+    entry: &ImageEntry,
+    source: &Source,
+    platform: &Platform,
+    limits: Limits,
+) -> Result<(Resolved, Subtree, Vec<Profile>, u64), ImageError> {
+    let resolved = resolve_manifest(client, source, entry.reference.object(), platform).await?;
+    let config = client.small_blob(source, &resolved.manifest.config).await?;
+    check_config(
+        &resolved.manifest.config,
+        &config,
+        platform,
+        resolved.index_digest.is_some(),
+        &entry.reference_text,
+    )?;
+    let mut bytes = config.len() as u64;
+    let layer_jobs = resolved
+        .manifest
+        .layers
+        .iter()
+        .map(|layer| pull_layer(client, source, layer, limits));
+    let contributions = futures_util::future::try_join_all(layer_jobs).await?;
+    let mut subtree = Subtree::new();
+    for (layer, contribution) in resolved.manifest.layers.iter().zip(&contributions) {
+        bytes += layer.size;
+        subtree
+            .apply(contribution, &limits)
+            .map_err(|source| ImageError::Layer {
+                digest: layer.digest.clone(),
+                source,
+            })?;
+    }
+    let profiles = profiles::discover(&subtree)?;
+    Ok((resolved, subtree, profiles, bytes))
+}
+
+/// Follows an index to the manifest for `platform`, verifying every document on the way.
+async fn resolve_manifest(
+    client: &RegistryClient,
+    source: &Source,
+    object: &str,
+    platform: &Platform,
+) -> Result<Resolved, ImageError> {
+    let top: FetchedManifest = client.manifest(source, object).await?;
+    let top_digest = top.digest.clone();
+    let mut current = top;
+    let mut index_digest = None;
+    for _ in 0..=MAX_INDEX_DEPTH {
+        let index = match current.manifest {
+            Manifest::Image(manifest) => {
+                return Ok(Resolved {
+                    top_digest,
+                    image_digest: current.digest,
+                    index_digest,
+                    manifest,
+                });
+            }
+            Manifest::Index(index) => index,
+        };
+        index_digest.get_or_insert_with(|| current.digest.clone());
+        let chosen = index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| platform.accepts(p)))
+            .ok_or_else(|| ImageError::NoPlatform {
+                digest: current.digest.clone(),
+                wanted: platform.clone(),
+                available: describe_platforms(&index.manifests),
+            })?;
+        let child = client.manifest(source, &chosen.digest).await?;
+        if child.size != chosen.size {
+            return Err(RegistryError::SizeMismatch {
+                registry: source.registry.clone(),
+                what: format!("manifest {}", chosen.digest),
+                expected: chosen.size,
+                actual: child.size,
+            }
+            .into());
+        }
+        current = child;
+    }
+    Err(ImageError::NestedTooDeep)
+}
+
+fn describe_platforms(manifests: &[Descriptor]) -> String {
+    let platforms: Vec<String> = manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(Platform::to_string))
+        .collect();
+    if platforms.is_empty() {
+        "no platforms".into()
+    } else {
+        platforms.join(", ")
+    }
+}
+
+fn check_config(
+    descriptor: &Descriptor,
+    config: &[u8],
+    platform: &Platform,
+    from_index: bool,
+    reference: &str,
+) -> Result<(), ImageError> {
+    if descriptor.media_type != OCI_CONFIG && descriptor.media_type != DOCKER_CONFIG {
+        return Err(ImageError::NotAnImage(descriptor.media_type.clone()));
+    }
+    let parsed: crate::registry::ImageConfig =
+        serde_json::from_slice(config).map_err(|e| ImageError::BadConfig {
+            digest: descriptor.digest.clone(),
+            cause: e.to_string(),
+        })?;
+    // A single-platform image for another platform is still used: placeholder images exist for
+    // architectures a provider does not support, and their manifests are what the operator expects.
+    if !from_index && !platform.accepts(&parsed.platform()) {
+        tracing::warn!(image = reference, image_platform = %parsed.platform(), wanted = %platform, "image is for another platform; using it anyway");
+    }
+    Ok(())
+}
+
+async fn pull_layer(
+    client: &RegistryClient,
+    source: &Source,
+    layer: &Descriptor,
+    limits: Limits,
+) -> Result<Contribution, ImageError> {
+    let compression =
+        Compression::from_media_type(&layer.media_type).ok_or_else(|| ImageError::NotALayer {
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+        })?;
+    let (reader, download) = client.blob_stream(source, layer).await?;
+    let size = layer.size;
+    let unpack = tokio::task::spawn_blocking(move || {
+        layers::contribution(reader, compression, size, &limits)
+    });
+    let (unpacked, downloaded) = tokio::join!(unpack, download);
+    let worker = |e: tokio::task::JoinError| ImageError::Worker {
+        digest: layer.digest.clone(),
+        cause: e.to_string(),
+    };
+    // A failed download (digest, size, network) explains a failed unpack, so it is reported first.
+    downloaded.map_err(worker)??;
+    unpacked
+        .map_err(worker)?
+        .map_err(|source| ImageError::Layer {
+            digest: layer.digest.clone(),
+            source,
+        })
+}
+
+#[derive(Serialize)]
+struct IndexJson<'a> {
+    generator: String,
+    platform: String,
+    images: Vec<IndexImage<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexImage<'a> {
+    names: &'a [String],
+    #[serde(rename = "ref")]
+    reference: &'a str,
+    source: &'a str,
+    digest: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_digest: Option<&'a str>,
+    volume: &'a str,
+    profiles: Vec<IndexProfile<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexProfile<'a> {
+    profile: &'a str,
+    metadata: &'a profiles::Metadata,
+    #[serde(rename = "contentID")]
+    content_id: &'a str,
+    files: std::collections::BTreeMap<&'static str, &'a str>,
+    manifests_path: String,
+}
+
+pub const GENERATOR: &str = concat!("provider-images ", env!("CARGO_PKG_VERSION"));
+
+fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, serde_json::Error> {
+    let index = IndexJson {
+        generator: GENERATOR.to_string(),
+        platform: platform.to_string(),
+        images: images
+            .iter()
+            .map(|image| IndexImage {
+                names: &image.entry.names,
+                reference: &image.entry.reference_text,
+                source: &image.source,
+                digest: &image.digest,
+                index_digest: image.index_digest.as_deref(),
+                volume: &image.entry.volume,
+                profiles: image
+                    .profiles
+                    .iter()
+                    .map(|profile| IndexProfile {
+                        profile: &profile.name,
+                        metadata: &profile.metadata,
+                        content_id: &profile.content_id,
+                        files: [
+                            (profiles::METADATA, profile.metadata_sha256.as_str()),
+                            (profiles::MANIFESTS, profile.content_id.as_str()),
+                        ]
+                        .into(),
+                        manifests_path: format!(
+                            "{}/{}/{}/{}",
+                            image.entry.volume,
+                            layers::SUBTREE,
+                            profile.name,
+                            profiles::MANIFESTS
+                        ),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&index)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<PathBuf, ExtractError> {
+    let index = index_json(images, &options.platform)?;
+    let out = &options.output;
+    let publish_error = |source| ExtractError::Publish {
+        path: out.clone(),
+        source,
+    };
+    let mut publisher = Publisher::open(out, options.lock_timeout).map_err(publish_error)?;
+    let staged = publisher.stage().map_err(publish_error)?;
+    write_tree(&staged, images, &index).map_err(publish_error)?;
+    publish::failpoint("after-write");
+    let published = publisher.commit(&staged).map_err(publish_error)?;
+    tracing::info!(path = %published.display(), images = images.len(), "published");
+    Ok(published)
+}
+
+fn write_tree(staged: &Path, images: &[PulledImage], index: &[u8]) -> Result<(), PublishError> {
+    for image in images {
+        let volume = &image.entry.volume;
+        publish::make_dir(staged, volume)?;
+        if !image.subtree.exists() {
+            continue;
+        }
+        let root = format!("{volume}/{}", layers::SUBTREE);
+        publish::make_dir(staged, &root)?;
+        for (path, node) in image.subtree.entries() {
+            let target = format!("{root}/{path}");
+            match node {
+                Node::Dir => publish::make_dir(staged, &target)?,
+                Node::File(contents) => publish::write_file(staged, &target, contents)?,
+            }
+        }
+    }
+    publish::write_file(staged, "index.json", index)
+}

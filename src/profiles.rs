@@ -1,1 +1,146 @@
-//! profiles
+//! Finding the profiles under `capi-operator-manifests/`, validating them by the operator's rules, and
+//! describing them for index.json.
+//!
+//! A profile is a directory directly under the subtree holding both `metadata.yaml` and `manifests.yaml`
+//! as regular files. Exactly one of the two fails the image; neither means "not a profile".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::layers::Subtree;
+
+pub const METADATA: &str = "metadata.yaml";
+pub const MANIFESTS: &str = "manifests.yaml";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProfileError {
+    #[error("profile {profile}: missing {file}")]
+    Missing { profile: String, file: &'static str },
+    #[error("failed to parse metadata.yaml for profile {profile}: {cause}")]
+    BadMetadata { profile: String, cause: String },
+}
+
+/// metadata.yaml as the operator reads it: unknown keys ignored, absent keys empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ocp_platform: String,
+    #[serde(default)]
+    pub self_image_ref: String,
+    #[serde(default)]
+    pub install_order: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub metadata: Metadata,
+    /// sha256 hex of manifests.yaml as written.
+    pub content_id: String,
+    pub metadata_sha256: String,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The profiles of a merged subtree, sorted by name. An empty list means the image has none (skipped).
+pub fn discover(subtree: &Subtree) -> Result<Vec<Profile>, ProfileError> {
+    let mut profiles = Vec::new();
+    if !subtree.exists() {
+        return Ok(profiles);
+    }
+    for name in subtree.children("") {
+        if !subtree.is_dir(name) {
+            continue;
+        }
+        let metadata = subtree.file(&format!("{name}/{METADATA}"));
+        let manifests = subtree.file(&format!("{name}/{MANIFESTS}"));
+        let (metadata, manifests) = match (metadata, manifests) {
+            (None, None) => continue,
+            (None, Some(_)) => return Err(missing(name, METADATA)),
+            (Some(_), None) => return Err(missing(name, MANIFESTS)),
+            (Some(metadata), Some(manifests)) => (metadata, manifests),
+        };
+        profiles.push(Profile {
+            name: name.to_string(),
+            metadata: parse_metadata(name, metadata)?,
+            content_id: sha256_hex(manifests),
+            metadata_sha256: sha256_hex(metadata),
+        });
+    }
+    Ok(profiles)
+}
+
+fn missing(profile: &str, file: &'static str) -> ProfileError {
+    ProfileError::Missing {
+        profile: profile.to_string(),
+        file,
+    }
+}
+
+fn parse_metadata(profile: &str, bytes: &[u8]) -> Result<Metadata, ProfileError> {
+    let bad = |cause: String| ProfileError::BadMetadata {
+        profile: profile.to_string(),
+        cause,
+    };
+    // An empty document is an empty object for the operator's YAML→JSON decoder.
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if value.is_null() {
+        return Ok(Metadata::default());
+    }
+    serde_yaml_ng::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_keeps_known_fields_and_ignores_unknown_ones() {
+        let yaml = b"name: aws\nattributes:\n  type: infrastructure\n  version: v1.0.0\nocpPlatform: AWS\nselfImageRef: PLACEHOLDER\ninstallOrder: 20\nextra: [1, 2]\n";
+        let metadata = parse_metadata("default", yaml).unwrap();
+        assert_eq!(metadata.name, "aws");
+        assert_eq!(metadata.attributes["type"], "infrastructure");
+        assert_eq!(metadata.attributes["version"], "v1.0.0");
+        assert_eq!(metadata.ocp_platform, "AWS");
+        assert_eq!(metadata.self_image_ref, "PLACEHOLDER");
+        assert_eq!(metadata.install_order, 20);
+    }
+
+    #[test]
+    fn metadata_with_only_unknown_keys_is_accepted() {
+        let metadata = parse_metadata("p", b"providerName: x\nproviderType: y\n").unwrap();
+        assert_eq!(metadata, Metadata::default());
+    }
+
+    #[test]
+    fn invalid_metadata_names_the_profile() {
+        let err = parse_metadata("default", b"not: valid: yaml: content: [[[").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("failed to parse metadata.yaml for profile default"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_serialises_with_the_operators_field_names() {
+        let json = serde_json::to_value(
+            parse_metadata("p", b"name: aws\nocpPlatform: AWS\ninstallOrder: 20\n").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["ocpPlatform"], "AWS");
+        assert_eq!(json["installOrder"], 20);
+        assert_eq!(json["selfImageRef"], "");
+    }
+}

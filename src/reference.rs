@@ -25,4 +25,10 @@ impl Reference {
         let _ = s;
         todo!()
     }
+    pub fn object(&self) -> &str {
+        todo!()
+    }
+    pub fn api_host(&self) -> &str {
+        todo!()
+    }
 }

@@ -1,1 +1,385 @@
-//! transport
+//! One HTTP client for everything that talks to registries: TLS, redirects and timeouts.
+//!
+//! hyper follows no redirects, so the loop is ours: it strips the registry's `Authorization` when a
+//! redirect leaves the origin it was meant for (blob downloads are often redirected to object storage with
+//! a signed URL), refuses schemes other than http(s) and https → http downgrades, and caps the hops.
+//! URLs are shown without their query in errors and logs: signed URLs carry secrets there.
+
+use std::collections::HashSet;
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, LOCATION, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use thiserror::Error;
+
+use crate::trust::{self, Roots, TrustError};
+
+const MAX_REDIRECTS: usize = 5;
+const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("cannot connect to {host}: {cause}")]
+    Connect { host: String, cause: String },
+    #[error("{host} did not answer within {after:?}")]
+    Timeout { host: String, after: Duration },
+    #[error("more than {MAX_REDIRECTS} redirects from {url}")]
+    TooManyRedirects { url: SafeUrl },
+    #[error("refusing redirect from {from} to {to}: {why}")]
+    BadRedirect {
+        from: SafeUrl,
+        to: String,
+        why: &'static str,
+    },
+    #[error("invalid URL {0}")]
+    BadUrl(String),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// A URL as it may be shown: without its query string or user info.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeUrl(String);
+
+impl SafeUrl {
+    pub fn new(uri: &Uri) -> SafeUrl {
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let host = uri.host().unwrap_or("");
+        let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+        let query = if uri.query().is_some() { "?…" } else { "" };
+        SafeUrl(format!("{scheme}://{host}{port}{}{query}", uri.path()))
+    }
+}
+
+impl fmt::Display for SafeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Joins an error and its sources into one line, as `a: b: c` (hyper's own messages are terse).
+pub fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+pub struct TransportConfig {
+    pub roots: Roots,
+    /// `host` or `host:port` entries served over plain http or unverified TLS.
+    pub insecure_registries: Vec<String>,
+    pub connect_timeout: Duration,
+    /// How long to wait for a response's headers.
+    pub response_timeout: Duration,
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+pub struct Transport {
+    verified: HttpsClient,
+    unverified: HttpsClient,
+    insecure: HashSet<String>,
+    response_timeout: Duration,
+}
+
+impl Transport {
+    pub fn new(config: TransportConfig) -> Result<Transport, TransportError> {
+        let build = |tls: rustls::ClientConfig| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(config.connect_timeout));
+            http.set_nodelay(true);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(https)
+        };
+        Ok(Transport {
+            verified: build(trust::verifying_config(&config.roots)?),
+            unverified: build(trust::unverified_config()?),
+            insecure: config.insecure_registries.into_iter().collect(),
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    /// Whether `authority` (`host[:port]`) was named by `--insecure-registry`, with or without its port.
+    pub fn is_insecure(&self, authority: &str) -> bool {
+        if self.insecure.contains(authority) {
+            return true;
+        }
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        self.insecure.contains(host)
+    }
+
+    /// GETs `url`, following redirects. `authorization` goes only to `url`'s own origin (scheme, host and
+    /// port): never to a redirect target elsewhere.
+    pub async fn get(
+        &self,
+        url: Uri,
+        headers: &HeaderMap,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Response<Incoming>, TransportError> {
+        let origin = Origin::of(&url)?;
+        let mut current = url;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut builder = Request::builder()
+                .method(Method::GET)
+                .uri(current.clone())
+                .header(USER_AGENT, USER_AGENT_VALUE);
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            if let Some(value) = authorization
+                && Origin::of(&current)? == origin
+            {
+                builder = builder.header(AUTHORIZATION, value);
+            }
+            let request = builder
+                .body(Empty::new())
+                .map_err(|_| TransportError::BadUrl(SafeUrl::new(&current).to_string()))?;
+            let response = self.send(request).await?;
+            if !is_redirect(response.status()) {
+                return Ok(response);
+            }
+            current = redirect_target(&current, response.headers().get(LOCATION))?;
+            // Only the destination is checked against the insecure list: a redirect may not downgrade.
+            let target_insecure = self.is_insecure(&Origin::of(&current)?.authority());
+            if current.scheme_str() == Some("http") && origin.scheme == "https" && !target_insecure
+            {
+                return Err(TransportError::BadRedirect {
+                    from: SafeUrl::new(&origin.uri()),
+                    to: SafeUrl::new(&current).to_string(),
+                    why: "https to http downgrade",
+                });
+            }
+            tracing::debug!(to = %SafeUrl::new(&current), "following redirect");
+        }
+        Err(TransportError::TooManyRedirects {
+            url: SafeUrl::new(&origin.uri()),
+        })
+    }
+
+    async fn send(
+        &self,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<Response<Incoming>, TransportError> {
+        let authority = Origin::of(request.uri())?.authority();
+        let client = if self.is_insecure(&authority) {
+            &self.unverified
+        } else {
+            &self.verified
+        };
+        match tokio::time::timeout(self.response_timeout, client.request(request)).await {
+            Err(_) => Err(TransportError::Timeout {
+                host: authority,
+                after: self.response_timeout,
+            }),
+            Ok(Err(error)) => Err(TransportError::Connect {
+                host: authority,
+                cause: error_chain(&error),
+            }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+}
+
+/// Reads a whole (small) body, failing once it grows past `cap` bytes, so a hostile server cannot make us
+/// buffer without bound.
+pub async fn read_body_capped(mut body: Incoming, cap: usize) -> Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| error_chain(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > cap {
+                return Err(format!("response body exceeds {cap} bytes"));
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Scheme, host and port: what credentials are bound to (RFC 6454 origin, default ports made explicit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn of(uri: &Uri) -> Result<Origin, TransportError> {
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return Err(TransportError::BadUrl(SafeUrl::new(uri).to_string())),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| TransportError::BadUrl(SafeUrl::new(uri).to_string()))?
+            .to_ascii_lowercase();
+        Ok(Origin {
+            scheme,
+            host,
+            port: uri.port_u16().unwrap_or(default_port),
+        })
+    }
+
+    fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn uri(&self) -> Uri {
+        format!("{}://{}:{}/", self.scheme, self.host, self.port)
+            .parse()
+            .unwrap_or_default()
+    }
+}
+
+/// Resolves a `Location` header against the URL that answered with it.
+fn redirect_target(base: &Uri, location: Option<&HeaderValue>) -> Result<Uri, TransportError> {
+    let bad = |why| TransportError::BadRedirect {
+        from: SafeUrl::new(base),
+        to: location
+            .and_then(|l| l.to_str().ok())
+            .map(|l| SafeUrl::new(&l.parse().unwrap_or_default()).to_string())
+            .unwrap_or_default(),
+        why,
+    };
+    let location = location
+        .ok_or_else(|| bad("no Location header"))?
+        .to_str()
+        .map_err(|_| bad("Location is not text"))?;
+    let scheme = base.scheme_str().unwrap_or("https");
+    let authority = base.authority().map(|a| a.as_str()).unwrap_or("");
+    let absolute = if let Some(target_scheme) = uri_scheme(location) {
+        if !target_scheme.eq_ignore_ascii_case("https")
+            && !target_scheme.eq_ignore_ascii_case("http")
+        {
+            return Err(bad("only http and https redirects are followed"));
+        }
+        location.to_string()
+    } else if location.starts_with("//") {
+        format!("{scheme}:{location}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else {
+        let dir = base
+            .path()
+            .rsplit_once('/')
+            .map(|(dir, _)| dir)
+            .unwrap_or("");
+        format!("{scheme}://{authority}{dir}/{location}")
+    };
+    absolute
+        .parse()
+        .map_err(|_| bad("Location is not a valid URL"))
+}
+
+/// The scheme of an absolute URI reference (RFC 3986 §3.1), if it has one.
+fn uri_scheme(reference: &str) -> Option<&str> {
+    let (scheme, _) = reference.split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(base: &str, location: &str) -> Result<String, TransportError> {
+        redirect_target(
+            &base.parse().unwrap(),
+            Some(&HeaderValue::from_str(location).unwrap()),
+        )
+        .map(|u| u.to_string())
+    }
+
+    #[test]
+    fn redirect_locations_resolve_against_the_base() {
+        let base = "https://reg.example:5000/v2/a/blobs/sha256:1";
+        assert_eq!(
+            target(base, "https://cdn.example/x?sig=1").unwrap(),
+            "https://cdn.example/x?sig=1"
+        );
+        assert_eq!(
+            target(base, "//cdn.example/y").unwrap(),
+            "https://cdn.example/y"
+        );
+        assert_eq!(
+            target(base, "/elsewhere").unwrap(),
+            "https://reg.example:5000/elsewhere"
+        );
+        assert_eq!(
+            target(base, "other").unwrap(),
+            "https://reg.example:5000/v2/a/blobs/other"
+        );
+    }
+
+    #[test]
+    fn redirects_to_other_schemes_are_refused() {
+        for location in ["file:///etc/passwd", "ftp://x/y", "javascript:alert(1)"] {
+            let err = target("https://reg.example/v2/", location).unwrap_err();
+            assert!(
+                err.to_string().contains("only http and https"),
+                "{location}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let of = |s: &str| Origin::of(&s.parse().unwrap()).unwrap();
+        assert_eq!(of("https://Reg.example/a"), of("https://reg.example:443/b"));
+        assert_ne!(
+            of("https://reg.example/a"),
+            of("https://reg.example:5000/a")
+        );
+        assert_ne!(of("https://reg.example/a"), of("http://reg.example:443/a"));
+        assert_ne!(of("https://reg.example/a"), of("https://cdn.reg.example/a"));
+    }
+
+    #[test]
+    fn safe_urls_hide_the_query() {
+        let url = SafeUrl::new(
+            &"https://s3.example/b?X-Amz-Signature=SECRET"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(url.to_string(), "https://s3.example/b?…");
+        assert!(!format!("{url}").contains("SECRET"));
+    }
+}

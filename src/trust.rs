@@ -1,1 +1,169 @@
-//! trust
+//! The TLS root store and client configurations: system roots, plus the cluster's CAs and `--ca-file`.
+//!
+//! Registries listed as insecure get a separate configuration that skips certificate verification; the
+//! transport picks it per host, so one `--insecure-registry` never weakens any other connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TrustError {
+    #[error("cannot read CA file {path}: {source}")]
+    ReadCaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {0} holds no PEM certificate")]
+    NoCertificate(String),
+    #[error("CA bundle {origin}: {message}")]
+    BadCertificate { origin: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Roots collected from every source, each remembered with where it came from (for the log).
+#[derive(Debug, Default)]
+pub struct Roots {
+    extra: Vec<(String, CertificateDer<'static>)>,
+}
+
+impl Roots {
+    /// Adds every certificate of a PEM bundle. Non-certificate blocks are skipped (as Go's
+    /// AppendCertsFromPEM does); a bundle with no certificate at all is an error for files the user named.
+    pub fn add_pem(&mut self, origin: &str, pem: &[u8]) -> Result<usize, TrustError> {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| TrustError::BadCertificate {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?;
+            self.extra.push((origin.to_string(), cert));
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    pub fn add_file(&mut self, path: &Path) -> Result<(), TrustError> {
+        let pem = std::fs::read(path).map_err(|source| TrustError::ReadCaFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        if self.add_pem(&origin, &pem)? == 0 {
+            return Err(TrustError::NoCertificate(origin));
+        }
+        Ok(())
+    }
+
+    pub fn extra_count(&self) -> usize {
+        self.extra.len()
+    }
+
+    /// The system roots (as rustls-native-certs finds them) plus every extra root.
+    fn store(&self) -> RootCertStore {
+        let mut store = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::warn!(%error, "could not load some system CA certificates");
+        }
+        let (added, ignored) = store.add_parsable_certificates(native.certs);
+        tracing::debug!(added, ignored, "system CA certificates");
+        for (origin, cert) in &self.extra {
+            if let Err(error) = store.add(cert.clone()) {
+                tracing::warn!(%origin, %error, "ignoring an unusable CA certificate");
+            }
+        }
+        store
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The verifying configuration used for every registry not listed as insecure.
+pub fn verifying_config(roots: &Roots) -> Result<ClientConfig, TrustError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots.store())
+        .with_no_client_auth())
+}
+
+/// The configuration for `--insecure-registry` hosts: TLS without certificate verification.
+pub fn unverified_config() -> Result<ClientConfig, TrustError> {
+    let provider = provider();
+    let verifier = AcceptAnyCertificate(provider.signature_verification_algorithms);
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// Accepts any certificate, but still checks handshake signatures so the session keys are sound.
+#[derive(Debug)]
+struct AcceptAnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_without_certificates_adds_nothing() {
+        let mut roots = Roots::default();
+        assert_eq!(roots.add_pem("x", b"not a pem").unwrap(), 0);
+        assert_eq!(roots.extra_count(), 0);
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let mut roots = Roots::default();
+        let err = roots
+            .add_file(Path::new("/nonexistent/ca.pem"))
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}

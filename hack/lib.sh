@@ -1,0 +1,123 @@
+# Shared by the hack/ scripts: installing what they need and running a local TLS registry.
+# shellcheck shell=bash
+
+# Debian packages the demo, the tests and the benchmarks use.
+LAB_PACKAGES=(docker-registry skopeo openssl apache2-utils zstd pigz time)
+
+ensure_packages() {
+    local missing=()
+    for pkg in "${LAB_PACKAGES[@]}"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# make_pki DIR: a CA and a server certificate for 127.0.0.1/localhost signed by it.
+make_pki() {
+    local dir=$1
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=provider-images demo CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=127.0.0.1" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$dir/ext.cnf"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 2 -extfile "$dir/ext.cnf" -out "$dir/server.crt" 2>/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_registry DIR PORT USER PASS: a TLS registry with htpasswd auth; its pid in $REGISTRY_PID.
+start_registry() {
+    local dir=$1 port=$2 user=$3 pass=$4
+    mkdir -p "$dir/storage"
+    htpasswd -Bbn "$user" "$pass" >"$dir/htpasswd"
+    cat >"$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+http:
+  addr: 127.0.0.1:$port
+  secret: demo-secret
+  tls:
+    certificate: $dir/server.crt
+    key: $dir/server.key
+auth:
+  htpasswd:
+    realm: demo
+    path: $dir/htpasswd
+YAML
+    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    for _ in $(seq 1 100); do
+        if curl -s -o /dev/null --cacert "$dir/ca.crt" "https://127.0.0.1:$port/v2/"; then return 0; fi
+        sleep 0.1
+    done
+    echo "registry did not start:" >&2
+    cat "$dir/registry.log" >&2
+    return 1
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# oci_image LAYOUT TAG ARCH LAYER_FILE...: adds an image to an OCI layout from prepared layer blobs
+# (file name suffix .tar.gz, .tar.zst or .tar decides the media type; FILE.difftar is the uncompressed tar).
+oci_image() {
+    local layout=$1 tag=$2 arch=$3
+    shift 3
+    mkdir -p "$layout/blobs/sha256"
+    [ -f "$layout/oci-layout" ] || echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+    local layers="" diff_ids="" sep=""
+    for layer in "$@"; do
+        local media=application/vnd.oci.image.layer.v1.tar
+        case "$layer" in
+            *.tar.gz) media="$media+gzip" ;;
+            *.tar.zst) media="$media+zstd" ;;
+        esac
+        local digest size diff
+        digest=$(sha256_of "$layer")
+        size=$(stat -c %s "$layer")
+        diff=$(sha256_of "$layer.difftar")
+        cp "$layer" "$layout/blobs/sha256/$digest"
+        layers="$layers$sep{\"mediaType\":\"$media\",\"digest\":\"sha256:$digest\",\"size\":$size}"
+        diff_ids="$diff_ids$sep\"sha256:$diff\""
+        sep=","
+    done
+    local config="$layout/config.json"
+    printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
+        "$arch" "$diff_ids" >"$config"
+    local config_digest config_size
+    config_digest=$(sha256_of "$config")
+    config_size=$(stat -c %s "$config")
+    mv "$config" "$layout/blobs/sha256/$config_digest"
+    local manifest="$layout/manifest.json"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
+        "$config_digest" "$config_size" "$layers" >"$manifest"
+    local manifest_digest manifest_size
+    manifest_digest=$(sha256_of "$manifest")
+    manifest_size=$(stat -c %s "$manifest")
+    mv "$manifest" "$layout/blobs/sha256/$manifest_digest"
+    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+        "$manifest_digest" "$manifest_size" "$tag" >"$layout/index.json"
+    echo "sha256:$manifest_digest"
+}
+
+# layer_from_dir DIR OUT.tar.{gz,zst}: a layer of DIR's content, with OUT.difftar beside it.
+layer_from_dir() {
+    local dir=$1 out=$2
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$dir" -cf "$out.difftar" .
+    case "$out" in
+        *.tar.gz) gzip -n -c "$out.difftar" >"$out" ;;
+        *.tar.zst) zstd -q -c "$out.difftar" >"$out" ;;
+        *) cp "$out.difftar" "$out" ;;
+    esac
+}
