@@ -66,8 +66,10 @@ layer_from_dir "$LAB/aws" "$LAB/aws.tar.gz"
 layer_from_dir "$LAB/gcp" "$LAB/gcp.tar.zst"
 AWS_DIGEST=$(oci_image "$LAB/oci-aws" v1 amd64 "$LAB/base.tar.gz" "$LAB/aws.tar.gz")
 GCP_DIGEST=$(oci_image "$LAB/oci-gcp" v1 amd64 "$LAB/base.tar.gz" "$LAB/gcp.tar.zst")
+# skopeo reads every *.crt of a directory as a CA (and *.key as client keys), so the CA gets its own.
+mkdir -p "$LAB/skopeo-certs" && cp "$LAB/ca.crt" "$LAB/skopeo-certs/"
 for name in aws gcp; do
-    skopeo copy --quiet --dest-creds demo:demo-password --dest-cert-dir "$LAB" --preserve-digests \
+    skopeo copy --quiet --dest-creds demo:demo-password --dest-cert-dir "$LAB/skopeo-certs" --preserve-digests \
         "oci:$LAB/oci-$name:v1" "docker://$REGISTRY/openshift/capi-$name:v1"
 done
 echo "== pushed $REGISTRY/openshift/capi-aws@$AWS_DIGEST"
@@ -84,9 +86,9 @@ printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf demo:demo-password
 echo "== provider-images extract"
 "$BIN" extract --no-cluster --images-json "$LAB/images.json" --output "$LAB/out" \
     --pull-secret "$LAB/pull-secret.json" --ca-file "$LAB/ca.crt" --log-format text
-echo "== the published tree"
-(cd "$LAB/out" && find . -path './..2*' -prune -o -print | sort | while read -r entry; do
+echo "== the published tree (the operator reads it through the links)"
+(cd "$LAB/out" && find . -maxdepth 1 -mindepth 1 | sort | while read -r entry; do
     if [ -L "$entry" ]; then echo "$entry -> $(readlink "$entry")"; else echo "$entry"; fi
-done)
+done && find -L . -path './..*' -prune -o -path './*/*' -print | sort)
 echo "== index.json"
 cat "$LAB/out/index.json"

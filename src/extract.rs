@@ -457,9 +457,7 @@ fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<Path
     let staged = publisher.stage().map_err(publish_error)?;
     write_tree(&staged, images, &index).map_err(publish_error)?;
     publish::failpoint("after-write");
-    let published = publisher.commit(&staged).map_err(publish_error)?;
-    tracing::info!(path = %published.display(), images = images.len(), "published");
-    Ok(published)
+    publisher.commit(&staged).map_err(publish_error)
 }
 
 fn write_tree(staged: &Path, images: &[PulledImage], index: &[u8]) -> Result<(), PublishError> {
