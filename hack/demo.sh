@@ -13,7 +13,7 @@ BIN=$PWD/target/release/provider-images
 LAB=$(mktemp -d /tmp/provider-images-demo.XXXXXX)
 cleanup() {
     [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
-    rm -rf "$LAB"
+    [ -n "${KEEP_LAB:-}" ] || rm -rf "$LAB"
 }
 trap cleanup EXIT
 
