@@ -104,6 +104,117 @@ fn parse_metadata(profile: &str, bytes: &[u8]) -> Result<Metadata, ProfileError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::testutil::{TarWriter, merge};
+
+    const AWS_METADATA: &str = "name: aws\nattributes:\n  type: infrastructure\n  version: v1.0.0\nocpPlatform: AWS\ninstallOrder: 20\n";
+
+    /// A layer with the given files under capi-operator-manifests/.
+    fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut tar = TarWriter::new();
+        for (path, content) in files {
+            tar.file(
+                &format!("capi-operator-manifests/{path}"),
+                content.as_bytes(),
+            );
+        }
+        tar.finish()
+    }
+
+    fn discover_layers(layers: &[Vec<u8>]) -> Result<Vec<Profile>, ProfileError> {
+        discover(&merge(layers).unwrap())
+    }
+
+    #[test]
+    fn a_single_valid_profile() {
+        let manifests = "kind: Deployment\n";
+        let profiles = discover_layers(&[layer(&[
+            ("default/metadata.yaml", AWS_METADATA),
+            ("default/manifests.yaml", manifests),
+        ])])
+        .unwrap();
+        assert_eq!(profiles.len(), 1);
+        let profile = &profiles[0];
+        assert_eq!(profile.name, "default");
+        assert_eq!(profile.metadata.name, "aws");
+        assert_eq!(profile.metadata.ocp_platform, "AWS");
+        // sha256 of "kind: Deployment\n", computed with sha256sum.
+        assert_eq!(
+            profile.content_id,
+            "2e15259aa2d978f7affbf2000945c972ebf0beed0e2dcb7b0c490ee33871f120"
+        );
+    }
+
+    #[test]
+    fn an_image_without_the_directory_has_no_profiles() {
+        let mut tar = TarWriter::new();
+        tar.file("some-other-file.txt", b"x");
+        assert_eq!(discover_layers(&[tar.finish()]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn one_file_of_two_fails_the_image() {
+        let err = discover_layers(&[layer(&[("default/manifests.yaml", "a: b\n")])]).unwrap_err();
+        assert_eq!(err.to_string(), "profile default: missing metadata.yaml");
+        let err =
+            discover_layers(&[layer(&[("default/metadata.yaml", AWS_METADATA)])]).unwrap_err();
+        assert_eq!(err.to_string(), "profile default: missing manifests.yaml");
+    }
+
+    #[test]
+    fn the_upper_layer_wins() {
+        let lower = layer(&[
+            ("default/metadata.yaml", AWS_METADATA),
+            ("default/manifests.yaml", "content: from-lower-layer\n"),
+        ]);
+        let upper = layer(&[
+            (
+                "default/metadata.yaml",
+                "name: aws-new\nattributes:\n  type: NewType\n  version: v2.0.0\ninstallOrder: 20\n",
+            ),
+            ("default/manifests.yaml", "content: from-higher-layer\n"),
+        ]);
+        let profiles = discover_layers(&[lower, upper]).unwrap();
+        assert_eq!(profiles[0].metadata.name, "aws-new");
+        assert_eq!(profiles[0].metadata.attributes["version"], "v2.0.0");
+        assert_eq!(
+            profiles[0].content_id,
+            sha256_hex(b"content: from-higher-layer\n")
+        );
+    }
+
+    #[test]
+    fn several_profiles_sorted_and_non_profile_directories_skipped() {
+        let profiles = discover_layers(&[layer(&[
+            (
+                "techpreview/metadata.yaml",
+                "name: aws\nattributes:\n  version: v2\n",
+            ),
+            ("techpreview/manifests.yaml", "b: 2\n"),
+            (
+                "default/metadata.yaml",
+                "name: aws\nattributes:\n  version: v1\nocpPlatform: \"\"\n",
+            ),
+            ("default/manifests.yaml", "a: 1\n"),
+            ("randomdir/somefile.txt", "x"),
+            ("stray.yaml", "x"),
+        ])])
+        .unwrap();
+        let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["default", "techpreview"]);
+        assert_eq!(profiles[1].metadata.attributes["version"], "v2");
+    }
+
+    #[test]
+    fn a_whited_out_metadata_file_leaves_an_incomplete_profile() {
+        let lower = layer(&[
+            ("p/metadata.yaml", AWS_METADATA),
+            ("p/manifests.yaml", "a: 1\n"),
+        ]);
+        let mut upper = TarWriter::new();
+        upper.file("capi-operator-manifests/p/.wh.metadata.yaml", b"");
+        let err = discover_layers(&[lower, upper.finish()]).unwrap_err();
+        assert_eq!(err.to_string(), "profile p: missing metadata.yaml");
+    }
 
     #[test]
     fn metadata_keeps_known_fields_and_ignores_unknown_ones() {

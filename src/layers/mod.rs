@@ -37,7 +37,7 @@ mod names;
 mod subtree;
 mod tar_stream;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use contribution::{Contribution, contribution};
 pub use decompress::Compression;

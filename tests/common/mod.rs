@@ -1,0 +1,31 @@
+//! Shared integration-test harness: a test PKI, real registries (CNCF distribution) with Basic
+//! or token auth, a token service, image and layer builders, and a runner for the binary.
+//! Everything is per test (temp dirs, fresh ports) and synchronous; processes die on Drop.
+//! Use it from plain `#[test]`s: its clients and servers own tokio runtimes, which must not be
+//! driven or dropped inside another runtime.
+
+// Each test binary compiles this module and uses a different part of it, so what one binary
+// leaves unused is not dead.
+#![allow(dead_code, unused_imports)]
+
+mod client;
+mod image;
+mod pki;
+mod push;
+mod registry;
+mod run;
+mod server;
+mod tarball;
+mod tls;
+mod token;
+mod urlenc;
+
+pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};
+pub use image::*;
+pub use pki::Pki;
+pub use push::{BlobRef, PushedImage, PushedIndex};
+pub use registry::{Registry, RegistryAuth, RegistryOpts};
+pub use run::{Run, RunOutput, provider_images_bin};
+pub use server::{HttpsServer, Request, Response};
+pub use tarball::{MANIFESTS_DIR, TarBuilder, provider_layer};
+pub use token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenRequest, TokenServer};

@@ -1,0 +1,125 @@
+//! Test PKI made with the `openssl` CLI: a CA and a server certificate for 127.0.0.1/localhost.
+//! Every `Pki::new()` is an independent CA, so a second one is the "unknown CA" for the first.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use tempfile::TempDir;
+
+/// An openssl config of our own, so the result does not depend on the system's openssl.cnf
+/// (whose default `v3_ca` section would clash with the extensions we ask for).
+const OPENSSL_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[signer_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+subjectKeyIdentifier = hash
+";
+
+/// A new EC P-256 key: generated in milliseconds, where RSA takes a good fraction of a second.
+const EC_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+
+/// A CA plus a server certificate it signed. Cheap to clone: the files live as long as any clone.
+#[derive(Clone)]
+pub struct Pki {
+    dir: Arc<TempDir>,
+}
+
+impl Pki {
+    /// Makes a fresh CA (EC P-256, fast to generate) and a server cert with
+    /// SANs IP:127.0.0.1 and DNS:localhost signed by it.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("harness-pki-")
+            .tempdir()
+            .expect("temp dir for PKI");
+        let d = dir.path();
+        write_openssl_cnf(d);
+        // A distinct subject per CA: with a shared name, a verifier would take an unrelated CA
+        // for the issuer and report a bad signature instead of an unknown issuer.
+        let ca_name = d.file_name().expect("temp dir name").to_string_lossy();
+        openssl(
+            d,
+            &format!(
+                "req -x509 -config openssl.cnf -extensions ca_ext {EC_KEY} -keyout ca.key \
+                 -out ca.pem -days 2 -subj /CN=harness-test-ca-{ca_name}"
+            ),
+            b"",
+        );
+        openssl(
+            d,
+            &format!(
+                "req -x509 -config openssl.cnf -extensions server_ext -CA ca.pem -CAkey ca.key \
+                 {EC_KEY} -keyout server.key -out server.pem -days 2 -subj /CN=127.0.0.1"
+            ),
+            b"",
+        );
+        Pki { dir: Arc::new(dir) }
+    }
+
+    /// The CA certificate (PEM), what a client must trust.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The server certificate (PEM) for 127.0.0.1 and localhost.
+    pub fn cert_pem(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    /// The server certificate's private key (PKCS#8 PEM).
+    pub fn key_pem(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+}
+
+/// Writes the shared openssl config into `dir` (as `openssl.cnf`).
+pub(crate) fn write_openssl_cnf(dir: &Path) {
+    std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).expect("write openssl.cnf");
+}
+
+/// Runs openssl in `dir` with `args` (split at whitespace, so no argument may hold a space)
+/// and `stdin` as its input; panics with its stderr on failure.
+pub(crate) fn openssl(dir: &Path, args: &str, stdin: &[u8]) -> Vec<u8> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut child = Command::new("openssl")
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    // Inputs are a few hundred bytes, far below a pipe's buffer, so writing all of it before
+    // reading any output cannot deadlock; dropping the handle closes openssl's stdin.
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin)
+        .expect("write openssl stdin");
+    let out = child.wait_with_output().expect("wait for openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
