@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod client;
+mod extract;
 mod image;
 mod pki;
 mod push;
@@ -21,6 +22,7 @@ mod token;
 mod urlenc;
 
 pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};
+pub use extract::{Extract, index_image, read_index, read_subtree_file, sha256_hex};
 pub use image::*;
 pub use pki::Pki;
 pub use push::{BlobRef, PushedImage, PushedIndex};
