@@ -212,8 +212,15 @@ fn termination_log_path(flag: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Writes at most 4 KiB, cut at a character boundary and marked when cut.
+/// Writes the message for the kubelet; failing to write it only warns.
 fn write_termination_message(path: &Path, message: &str) {
+    if let Err(error) = std::fs::write(path, fit_termination_message(message)) {
+        tracing::warn!(path = %path.display(), %error, "cannot write the termination message");
+    }
+}
+
+/// At most 4 KiB, cut at a character boundary and marked when cut.
+fn fit_termination_message(message: &str) -> String {
     let mut text = message.to_string();
     if text.len() > TERMINATION_MESSAGE_LIMIT {
         let marker = "\n…(truncated; see the log)";
@@ -224,7 +231,24 @@ fn write_termination_message(path: &Path, message: &str) {
         text.truncate(cut);
         text.push_str(marker);
     }
-    if let Err(error) = std::fs::write(path, text) {
-        tracing::warn!(path = %path.display(), %error, "cannot write the termination message");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_messages_fit_the_kubelets_limit() {
+        assert_eq!(fit_termination_message("short"), "short");
+        let long = "é".repeat(3000);
+        let fitted = fit_termination_message(&long);
+        assert!(
+            fitted.len() <= TERMINATION_MESSAGE_LIMIT,
+            "{}",
+            fitted.len()
+        );
+        assert!(fitted.ends_with("(truncated; see the log)"));
+        assert!(fitted.starts_with("éé"));
     }
 }

@@ -605,6 +605,7 @@ impl RegistryClient {
                 cause,
             };
             let mut received: u64 = 0;
+            let mut progress = Progress::new();
             loop {
                 let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
                     Err(_) => {
@@ -632,6 +633,7 @@ impl RegistryClient {
                     return fail(error, sender).await;
                 }
                 digester.update(&data);
+                progress.report(&descriptor, &source, received);
                 if sender.send(Ok(data)).await.is_err() {
                     // The consumer stopped (it failed on its own); its error is the one reported.
                     return Ok(received);
@@ -643,6 +645,40 @@ impl RegistryClient {
             Ok(received)
         });
         Ok((BlobReader::new(receiver), task))
+    }
+}
+
+/// Logs a long download's progress every few seconds, so a slow pull shows it is alive.
+struct Progress {
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Progress {
+        let now = std::time::Instant::now();
+        Progress {
+            started: now,
+            last: now,
+        }
+    }
+
+    fn report(&mut self, descriptor: &Descriptor, source: &Source, received: u64) {
+        if self.last.elapsed() < Self::EVERY {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let seconds = self.started.elapsed().as_secs_f64();
+        tracing::info!(
+            blob = %descriptor.digest,
+            registry = %source.registry,
+            received,
+            size = descriptor.size,
+            mib_per_s = format!("{:.1}", received as f64 / seconds / (1 << 20) as f64),
+            "downloading"
+        );
     }
 }
 
