@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -93,8 +94,89 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn verifying_config(roots: &Roots) -> Result<ClientConfig, TrustError> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots.store())
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(BundleLeafVerifier::new(roots)?))
         .with_no_client_auth())
+}
+
+/// The usual WebPKI verification, plus what Go and CRI-O accept and rustls refuses: a server certificate
+/// that is itself, byte for byte, one of the extra trusted certificates (lab mirrors commonly serve a
+/// self-signed `CA:TRUE` certificate made with `openssl req -x509`, which WebPKI rejects as
+/// CaUsedAsEndEntity). The host name is still checked against that certificate.
+#[derive(Debug)]
+struct BundleLeafVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    bundle: Vec<CertificateDer<'static>>,
+}
+
+impl BundleLeafVerifier {
+    fn new(roots: &Roots) -> Result<BundleLeafVerifier, TrustError> {
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots.store()), provider())
+                .build()
+                .map_err(|e| TrustError::Tls(rustls::Error::General(e.to_string())))?;
+        Ok(BundleLeafVerifier {
+            webpki,
+            bundle: roots.extra.iter().map(|(_, cert)| cert.clone()).collect(),
+        })
+    }
+}
+
+impl ServerCertVerifier for BundleLeafVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let refused = match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => return Ok(verified),
+            Err(refused) => refused,
+        };
+        if !self
+            .bundle
+            .iter()
+            .any(|trusted| trusted.as_ref() == end_entity.as_ref())
+        {
+            return Err(refused);
+        }
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| refused.clone())?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+            })?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// The configuration for `--insecure-registry` hosts: TLS without certificate verification.
@@ -156,6 +238,71 @@ mod tests {
         let mut roots = Roots::default();
         assert_eq!(roots.add_pem("x", b"not a pem").unwrap(), 0);
         assert_eq!(roots.extra_count(), 0);
+    }
+
+    /// A self-signed CA:TRUE certificate for 127.0.0.1, as `openssl req -x509` makes for lab mirrors.
+    fn self_signed_cert(dir: &Path, name: &str) -> Vec<u8> {
+        let out = dir.join(format!("{name}.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-addext",
+            ])
+            .arg("basicConstraints=critical,CA:TRUE")
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(&out)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success());
+        std::fs::read(out).unwrap()
+    }
+
+    #[test]
+    fn a_self_signed_leaf_in_the_bundle_is_accepted_for_its_own_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = self_signed_cert(dir.path(), "trusted");
+        let stranger = self_signed_cert(dir.path(), "stranger");
+        let mut roots = Roots::default();
+        roots.add_pem("bundle", &trusted).unwrap();
+        let verifier = BundleLeafVerifier::new(&roots).unwrap();
+        let der = |pem: &[u8]| CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap();
+        let verify = |cert: &CertificateDer<'_>, name: &str| {
+            verifier.verify_server_cert(
+                cert,
+                &[],
+                &ServerName::try_from(name.to_string()).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+        };
+        assert!(verify(&der(&trusted), "127.0.0.1").is_ok());
+        assert!(matches!(
+            verify(&der(&trusted), "mirror.example"),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+            ))
+        ));
+        assert!(
+            verify(&der(&stranger), "127.0.0.1").is_err(),
+            "a certificate outside the bundle is refused"
+        );
     }
 
     #[test]

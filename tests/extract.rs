@@ -670,3 +670,26 @@ fn a_crash_mid_publish_leaves_a_whole_tree_and_the_next_run_succeeds() {
         "only the current payload remains: {leftovers:?}"
     );
 }
+
+#[test]
+fn a_self_signed_mirror_certificate_in_the_bundle_is_trusted_for_its_own_names() {
+    let pki = Pki::self_signed();
+    let registry = Registry::start(RegistryOpts::default().basic_auth("puller", "pw").pki(&pki));
+    registry.push_image(
+        "p/lab",
+        Some("v1"),
+        &Image::new(vec![provider(&[("default", AWS_METADATA, AWS_MANIFESTS)])]),
+    );
+    let out = tempfile::tempdir().unwrap();
+    Extract::new()
+        .registry(&registry)
+        .image("lab", &format!("{}/p/lab:v1", registry.host()))
+        .run(out.path())
+        .assert_code(0);
+    let index = read_index(out.path());
+    let entry = index_image(&index, &format!("{}/p/lab:v1", registry.host()));
+    assert_eq!(
+        read_subtree_file(out.path(), entry, "default/manifests.yaml"),
+        AWS_MANIFESTS.as_bytes()
+    );
+}

@@ -27,6 +27,10 @@ extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[self_signed_ext]
+basicConstraints = critical, CA:TRUE
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
 [signer_ext]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -71,6 +75,27 @@ impl Pki {
             ),
             b"",
         );
+        Pki { dir: Arc::new(dir) }
+    }
+
+    /// A lab mirror's usual certificate: one self-signed CA:TRUE certificate for 127.0.0.1 and localhost
+    /// (what `openssl req -x509` makes), serving as its own CA: `ca_pem()` is `cert_pem()`.
+    pub fn self_signed() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("harness-pki-")
+            .tempdir()
+            .expect("temp dir for PKI");
+        let d = dir.path();
+        write_openssl_cnf(d);
+        openssl(
+            d,
+            &format!(
+                "req -x509 -config openssl.cnf -extensions self_signed_ext {EC_KEY} -keyout server.key \
+                 -out server.pem -days 2 -subj /CN=127.0.0.1"
+            ),
+            b"",
+        );
+        std::fs::copy(d.join("server.pem"), d.join("ca.pem")).expect("copy self-signed cert");
         Pki { dir: Arc::new(dir) }
     }
 
