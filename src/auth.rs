@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -169,11 +169,17 @@ impl Keychain {
     /// The credential for `repository` on `registry` (`host[:port]` actually contacted): the most specific
     /// namespace entry (`host/org/repo`, then `host/org`), then the host's own entry, as the node does.
     pub fn lookup(&self, registry: &str, repository: &str) -> Option<&Credential> {
+        self.entry(registry, repository)
+            .map(|(_, credential)| credential)
+    }
+
+    /// Like `lookup`, with the (normalised) key of the entry that matched.
+    pub fn entry(&self, registry: &str, repository: &str) -> Option<(&str, &Credential)> {
         let host = normalise_key(registry);
         let mut candidate = format!("{host}/{repository}");
         loop {
-            if let Some(credential) = self.entries.get(&candidate) {
-                return Some(credential);
+            if let Some((key, credential)) = self.entries.get_key_value(&candidate) {
+                return Some((key.as_str(), credential));
             }
             match candidate.rsplit_once('/') {
                 Some((parent, _)) => candidate = parent.to_string(),
@@ -291,13 +297,13 @@ struct TokenResponse {
 /// Authorization for registry requests: learns each registry's challenge on its first 401 and then
 /// authorizes later requests up front.
 pub struct Authenticator {
-    keychain: Keychain,
+    keychain: Arc<Keychain>,
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<HashMap<(String, String), Token>>,
 }
 
 impl Authenticator {
-    pub fn new(keychain: Keychain) -> Authenticator {
+    pub fn new(keychain: Arc<Keychain>) -> Authenticator {
         Authenticator {
             keychain,
             challenges: Mutex::default(),

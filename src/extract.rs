@@ -11,6 +11,8 @@ use thiserror::Error;
 
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, LayerError, Limits, Node, Subtree};
+use crate::mirrors::MirrorError;
+use crate::plan::Planner;
 use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{
@@ -60,22 +62,63 @@ pub enum ImageError {
     Worker { digest: String, cause: String },
 }
 
+/// Why one pull source of an image did not serve it.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// Listed by the mirror configuration but not to be contacted.
+    Blocked(String),
+    Failed(ImageError),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Blocked(why) => write!(f, "not contacted: {why}"),
+            AttemptError::Failed(error) => f.write_str(&crate::transport::error_chain(error)),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Attempt {
+    /// The reference as pulled from that source.
+    pub source: String,
+    pub error: AttemptError,
+}
+
+/// An image that no pull source served, with every source tried and why each failed.
 #[derive(Debug)]
 pub struct ImageFailure {
     pub reference: String,
-    pub source: String,
-    pub error: ImageError,
+    pub attempts: Vec<Attempt>,
+    /// The mirror configuration could not produce the sources at all.
+    pub plan_error: Option<MirrorError>,
 }
 
 impl std::fmt::Display for ImageFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "image {} (from {}): {}",
-            self.reference,
-            self.source,
-            crate::transport::error_chain(&self.error)
-        )
+        if let Some(error) = &self.plan_error {
+            return write!(
+                f,
+                "image {}: {}",
+                self.reference,
+                crate::transport::error_chain(error)
+            );
+        }
+        match self.attempts.as_slice() {
+            [only] => write!(
+                f,
+                "image {} (from {}): {}",
+                self.reference, only.source, only.error
+            ),
+            attempts => {
+                write!(f, "image {}: every pull source failed", self.reference)?;
+                for attempt in attempts {
+                    write!(f, "; {}: {}", attempt.source, attempt.error)?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -129,6 +172,7 @@ pub struct Summary {
 /// Pulls every image (`concurrency` at a time, every one attempted even when others fail), then publishes.
 pub async fn extract(
     client: Arc<RegistryClient>,
+    planner: Arc<Planner>,
     entries: Vec<ImageEntry>,
     options: &ExtractOptions,
 ) -> Result<Summary, ExtractError> {
@@ -136,9 +180,10 @@ pub async fn extract(
     let results: Vec<Result<PulledImage, ImageFailure>> = futures_util::stream::iter(entries)
         .map(|entry| {
             let client = client.clone();
+            let planner = planner.clone();
             let platform = options.platform.clone();
             let limits = options.limits;
-            async move { pull_image(&client, entry, &platform, limits).await }
+            async move { pull_image(&client, &planner, entry, &platform, limits).await }
         })
         .buffer_unordered(options.concurrency.max(1))
         .collect()
@@ -149,7 +194,7 @@ pub async fn extract(
         match result {
             Ok(image) => pulled.push(image),
             Err(failure) => {
-                tracing::error!(image = %failure.reference, source = %failure.source, error = %crate::transport::error_chain(&failure.error), "image failed");
+                tracing::error!(image = %failure.reference, error = %failure, "image failed");
                 failures.push(failure);
             }
         }
@@ -170,46 +215,82 @@ pub async fn extract(
 
 async fn pull_image(
     client: &RegistryClient,
+    planner: &Planner,
     entry: ImageEntry,
     platform: &Platform,
     limits: Limits,
 ) -> Result<PulledImage, ImageFailure> {
-    let source = Source {
-        registry: entry.reference.api_host().to_string(),
-        repository: entry.reference.repository.clone(),
+    let failure = |attempts, plan_error| ImageFailure {
+        reference: entry.reference_text.clone(),
+        attempts,
+        plan_error,
     };
-    let started = Instant::now();
-    tracing::info!(image = %entry.reference_text, source = %source, "pulling");
-    match pull_from(client, &entry, &source, platform, limits).await {
-        Ok((resolved, subtree, profiles, bytes)) => {
-            let source_ref = format!("{source}@{}", resolved.top_digest);
-            tracing::info!(
-                image = %entry.reference_text,
-                source = %source_ref,
-                digest = %resolved.image_digest,
-                bytes,
-                profiles = profiles.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "pulled"
-            );
-            if profiles.is_empty() {
-                tracing::info!(image = %entry.reference_text, "no provider manifests in this image; skipped");
-            }
-            Ok(PulledImage {
-                entry,
-                source: source_ref,
-                digest: resolved.image_digest,
-                index_digest: resolved.index_digest,
-                subtree,
-                profiles,
-            })
+    let sources = match planner.plan(&entry.reference) {
+        Ok(sources) => sources,
+        Err(error) => return Err(failure(Vec::new(), Some(error))),
+    };
+    let mut attempts = Vec::new();
+    for planned in &sources {
+        let shown = planned.display();
+        if let Some(why) = &planned.pull.blocked {
+            attempts.push(Attempt {
+                source: shown,
+                error: AttemptError::Blocked(why.clone()),
+            });
+            continue;
         }
-        Err(error) => Err(ImageFailure {
-            reference: entry.reference_text.clone(),
-            source: source.to_string(),
-            error,
-        }),
+        let started = Instant::now();
+        tracing::info!(image = %entry.reference_text, source = %shown, "pulling");
+        match pull_from(
+            client,
+            &planned.source,
+            planned.pull.reference.object(),
+            platform,
+            limits,
+        )
+        .await
+        {
+            Ok(pulled) => {
+                let source_ref = format!("{}@{}", planned.source, pulled.resolved.top_digest);
+                tracing::info!(
+                    image = %entry.reference_text,
+                    source = %source_ref,
+                    digest = %pulled.resolved.image_digest,
+                    bytes = pulled.bytes,
+                    profiles = pulled.profiles.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "pulled"
+                );
+                if pulled.profiles.is_empty() {
+                    tracing::info!(image = %entry.reference_text, "no provider manifests in this image; skipped");
+                }
+                return Ok(PulledImage {
+                    entry,
+                    source: source_ref,
+                    digest: pulled.resolved.image_digest,
+                    index_digest: pulled.resolved.index_digest,
+                    subtree: pulled.subtree,
+                    profiles: pulled.profiles,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(image = %entry.reference_text, source = %shown, error = %crate::transport::error_chain(&error), "pull source failed");
+                attempts.push(Attempt {
+                    source: shown,
+                    error: AttemptError::Failed(error),
+                });
+            }
+        }
     }
+    Err(failure(attempts, None))
+}
+
+/// What one source served for an image.
+struct Pulled {
+    resolved: Resolved,
+    subtree: Subtree,
+    profiles: Vec<Profile>,
+    bytes: u64,
 }
 
 struct Resolved {
@@ -221,21 +302,20 @@ struct Resolved {
 
 async fn pull_from(
     client: &RegistryClient,
-    entry: &ImageEntry,
     source: &Source,
+    object: &str,
     platform: &Platform,
     limits: Limits,
-) -> Result<(Resolved, Subtree, Vec<Profile>, u64), ImageError> {
-    let resolved = resolve_manifest(client, source, entry.reference.object(), platform).await?;
+) -> Result<Pulled, ImageError> {
+    let resolved = resolve_manifest(client, source, object, platform).await?;
     let config = client.small_blob(source, &resolved.manifest.config).await?;
     check_config(
         &resolved.manifest.config,
         &config,
         platform,
         resolved.index_digest.is_some(),
-        &entry.reference_text,
+        &source.to_string(),
     )?;
-    let mut bytes = config.len() as u64;
     let layer_jobs = resolved
         .manifest
         .layers
@@ -243,6 +323,7 @@ async fn pull_from(
         .map(|layer| pull_layer(client, source, layer, limits));
     let contributions = futures_util::future::try_join_all(layer_jobs).await?;
     let mut subtree = Subtree::new();
+    let mut bytes = config.len() as u64;
     for (layer, contribution) in resolved.manifest.layers.iter().zip(&contributions) {
         bytes += layer.size;
         subtree
@@ -253,7 +334,12 @@ async fn pull_from(
             })?;
     }
     let profiles = profiles::discover(&subtree)?;
-    Ok((resolved, subtree, profiles, bytes))
+    Ok(Pulled {
+        resolved,
+        subtree,
+        profiles,
+        bytes,
+    })
 }
 
 /// Follows an index to the manifest for `platform`, verifying every document on the way.

@@ -13,6 +13,8 @@ use provider_images::cli::{Cli, Command, CommonArgs, ExtractArgs, LogFormat};
 use provider_images::extract::{self, ExtractError, ExtractOptions};
 use provider_images::images;
 use provider_images::layers::Limits;
+use provider_images::mirrors::{MirrorTable, RegistrySources};
+use provider_images::plan::Planner;
 use provider_images::registry::{Platform, RegistryClient};
 use provider_images::transport::{Transport, TransportConfig, error_chain};
 use provider_images::trust::Roots;
@@ -112,7 +114,7 @@ async fn run(args: ExtractArgs) -> Result<String, Failure> {
         })?,
         None => Platform::running(),
     };
-    let client = registry_client(common)?;
+    let (client, planner) = registry_client(common)?;
     let options = ExtractOptions {
         output: args.output.clone(),
         platform,
@@ -123,7 +125,7 @@ async fn run(args: ExtractArgs) -> Result<String, Failure> {
         },
         lock_timeout: Duration::from_secs(60),
     };
-    match extract::extract(client, entries, &options).await {
+    match extract::extract(client, planner, entries, &options).await {
         Ok(summary) => {
             let message = format!(
                 "published {} images ({} profiles) to {}",
@@ -151,7 +153,7 @@ async fn run(args: ExtractArgs) -> Result<String, Failure> {
     }
 }
 
-fn registry_client(common: &CommonArgs) -> Result<Arc<RegistryClient>, Failure> {
+fn registry_client(common: &CommonArgs) -> Result<(Arc<RegistryClient>, Arc<Planner>), Failure> {
     let mut roots = Roots::default();
     for path in &common.ca_files {
         roots
@@ -180,10 +182,13 @@ fn registry_client(common: &CommonArgs) -> Result<Arc<RegistryClient>, Failure> 
         response_timeout: Duration::from_secs(60),
     })
     .map_err(|e| Failure::usage(error_chain(&e)))?;
-    Ok(Arc::new(RegistryClient::new(
-        Arc::new(transport),
-        Arc::new(Authenticator::new(keychain)),
-    )))
+    let keychain = Arc::new(keychain);
+    let planner = Planner::new(
+        MirrorTable::new(&[], &RegistrySources::default()),
+        keychain.clone(),
+    );
+    let client = RegistryClient::new(Arc::new(transport), Arc::new(Authenticator::new(keychain)));
+    Ok((Arc::new(client), Arc::new(planner)))
 }
 
 fn init_logging(format: Option<LogFormat>) {

@@ -1,0 +1,63 @@
+//! The plan for one reference: the ordered pull sources (mirrors, then the source), each with the registry
+//! host to contact and the pull-secret entry that would answer for it. Nothing is contacted here.
+
+use std::sync::Arc;
+
+use crate::auth::Keychain;
+use crate::mirrors::{MirrorError, MirrorTable, PullSource};
+use crate::reference::Reference;
+use crate::registry::Source;
+
+pub struct Planner {
+    table: MirrorTable,
+    keychain: Arc<Keychain>,
+}
+
+/// One pull source with what is needed to contact it.
+#[derive(Debug, Clone)]
+pub struct PlannedSource {
+    pub pull: PullSource,
+    /// The registry host actually contacted and the repository there.
+    pub source: Source,
+    /// The key of the pull-secret entry used for it, if any.
+    pub credential: Option<String>,
+}
+
+impl PlannedSource {
+    /// The reference as pulled from this source, e.g. `mirror:5000/ocp/x@sha256:…`.
+    pub fn display(&self) -> String {
+        self.pull.reference.to_string()
+    }
+}
+
+impl Planner {
+    pub fn new(table: MirrorTable, keychain: Arc<Keychain>) -> Planner {
+        Planner { table, keychain }
+    }
+
+    pub fn table(&self) -> &MirrorTable {
+        &self.table
+    }
+
+    pub fn plan(&self, reference: &Reference) -> Result<Vec<PlannedSource>, MirrorError> {
+        let sources = self.table.pull_sources(reference)?;
+        Ok(sources
+            .into_iter()
+            .map(|pull| {
+                let source = Source {
+                    registry: pull.reference.api_host().to_string(),
+                    repository: pull.reference.repository.clone(),
+                };
+                let credential = self
+                    .keychain
+                    .entry(&source.registry, &source.repository)
+                    .map(|(key, _)| key.to_string());
+                PlannedSource {
+                    pull,
+                    source,
+                    credential,
+                }
+            })
+            .collect())
+    }
+}
