@@ -20,6 +20,28 @@ pub struct Cli {
 pub enum Command {
     /// Pull every image of images.json and publish their capi-operator-manifests/ trees with index.json.
     Extract(ExtractArgs),
+    /// Print where each reference would be pulled from, and with what, without pulling anything.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The images to resolve, as for extract.
+    #[arg(long, value_name = "FILE", required_unless_present = "references")]
+    pub images_json: Option<PathBuf>,
+    /// Image references to resolve (instead of --images-json).
+    #[arg(value_name = "REF", conflicts_with = "images_json")]
+    pub references: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -63,7 +85,11 @@ pub struct CommonArgs {
     /// Which manifest of an index to use: OS/ARCH[/VARIANT]; default the running platform.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
-    /// Read nothing from a cluster (the only cluster source this version has).
+    /// Read the cluster's objects from a directory of dumps (`oc get -o yaml` files, must-gather trees)
+    /// instead of the API.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cluster")]
+    pub cluster_dir: Option<PathBuf>,
+    /// Read nothing from a cluster (--pull-secret and --ca-file still apply).
     #[arg(long)]
     pub no_cluster: bool,
     /// text on a terminal, json otherwise.
@@ -169,10 +195,45 @@ mod tests {
             "linux/arm64",
         ])
         .unwrap();
-        let Command::Extract(args) = cli.command;
+        let Command::Extract(args) = cli.command else {
+            panic!("extract expected")
+        };
         assert_eq!(args.common.ca_files.len(), 2);
         assert_eq!(args.concurrency, 4);
         assert_eq!(args.max_file_size, 64 << 20);
         assert_eq!(args.timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn resolve_takes_references_or_an_images_json() {
+        let cli = Cli::try_parse_from([
+            "provider-images",
+            "resolve",
+            "quay.io/a/b:c",
+            "--cluster-dir",
+            "/dump",
+        ])
+        .unwrap();
+        let Command::Resolve(args) = cli.command else {
+            panic!("resolve expected")
+        };
+        assert_eq!(args.references, ["quay.io/a/b:c"]);
+        assert_eq!(args.format, ReportFormat::Text);
+        assert!(
+            Cli::try_parse_from(["provider-images", "resolve"]).is_err(),
+            "something to resolve is required"
+        );
+        assert!(
+            Cli::try_parse_from([
+                "provider-images",
+                "resolve",
+                "a/b:c",
+                "--cluster-dir",
+                "/d",
+                "--no-cluster"
+            ])
+            .is_err(),
+            "one cluster source"
+        );
     }
 }

@@ -111,6 +111,22 @@ pub fn parse_images_json(bytes: &[u8], source: &str) -> Result<Vec<ImageEntry>, 
         .collect()
 }
 
+/// Entries for references given on a command line (no images.json names), deduplicated and sorted.
+pub fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceError> {
+    let unique: std::collections::BTreeSet<&String> = texts.iter().collect();
+    unique
+        .into_iter()
+        .map(|text| {
+            Ok(ImageEntry {
+                volume: volume_name(text),
+                reference: Reference::parse(text)?,
+                reference_text: text.clone(),
+                names: Vec::new(),
+            })
+        })
+        .collect()
+}
+
 /// Reads and parses images.json at `path`; see [`parse_images_json`].
 pub fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
     let bytes = std::fs::read(path).map_err(|e| ImagesError::Read {

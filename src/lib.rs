@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod extract;
 pub mod images;
 pub mod layers;
@@ -15,5 +16,7 @@ pub mod profiles;
 pub mod publish;
 pub mod reference;
 pub mod registry;
+pub mod resolve;
+pub mod setup;
 pub mod transport;
 pub mod trust;

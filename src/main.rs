@@ -4,20 +4,20 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use provider_images::auth::{Authenticator, Keychain};
-use provider_images::cli::{Cli, Command, CommonArgs, ExtractArgs, LogFormat};
+use provider_images::cli::{
+    Cli, Command, CommonArgs, ExtractArgs, LogFormat, ReportFormat, ResolveArgs,
+};
+use provider_images::cluster::{self, ClusterConfig, ClusterError, ClusterSource};
 use provider_images::extract::{self, ExtractError, ExtractOptions};
 use provider_images::images;
 use provider_images::layers::Limits;
-use provider_images::mirrors::{MirrorTable, RegistrySources};
-use provider_images::plan::Planner;
-use provider_images::registry::{Platform, RegistryClient};
-use provider_images::transport::{Transport, TransportConfig, error_chain};
-use provider_images::trust::Roots;
+use provider_images::registry::Platform;
+use provider_images::resolve;
+use provider_images::setup::{self, Settings, Setup};
+use provider_images::transport::error_chain;
 
 /// The kubelet reads at most this much of a termination message.
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;
@@ -40,9 +40,19 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Extract(args) = cli.command;
-    init_logging(args.common.log_format);
-    let termination_log = termination_log_path(args.termination_message_path.as_deref());
+    let (common, termination_flag, deadline) = match &cli.command {
+        Command::Extract(args) => (
+            &args.common,
+            args.termination_message_path.as_deref(),
+            Some(args.timeout),
+        ),
+        Command::Resolve(args) => (&args.common, None, None),
+    };
+    init_logging(common.log_format);
+    let termination_log = match cli.command {
+        Command::Extract(_) => termination_log_path(termination_flag),
+        Command::Resolve(_) => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,11 +63,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(run_with_deadline(args));
+    let outcome = runtime.block_on(run_with_deadline(cli.command, deadline));
     let (code, message) = match outcome {
         Ok(summary) => (0, summary),
         Err(failure) => {
-            tracing::error!(error = %failure.message, code = failure.code, "extract failed");
+            tracing::error!(error = %failure.message, code = failure.code, "failed");
             (failure.code, failure.message)
         }
     };
@@ -69,16 +79,24 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn run_with_deadline(args: ExtractArgs) -> Result<String, Failure> {
-    let timeout = args.timeout;
+async fn run_with_deadline(
+    command: Command,
+    deadline: Option<Duration>,
+) -> Result<String, Failure> {
+    let expired = async {
+        match deadline {
+            Some(after) => tokio::time::sleep(after).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         biased;
         code = signal() => Err(Failure { code, message: format!("interrupted (exit {code}); nothing published") }),
-        _ = tokio::time::sleep(timeout) => Err(Failure {
+        _ = expired => Err(Failure {
             code: 1,
-            message: format!("timed out after {timeout:?} (--timeout); nothing published"),
+            message: format!("timed out after {:?} (--timeout); nothing published", deadline.unwrap_or_default()),
         }),
-        result = run(args) => result,
+        result = run(command) => result,
     }
 }
 
@@ -97,24 +115,55 @@ async fn signal() -> u8 {
     }
 }
 
-async fn run(args: ExtractArgs) -> Result<String, Failure> {
-    let entries =
-        images::read_images_json(&args.images_json).map_err(|e| Failure::usage(error_chain(&e)))?;
-    let common = &args.common;
-    if !common.no_cluster {
-        return Err(Failure::usage(
-            "reading mirrors, CAs and the pull secret from a cluster is not supported yet; pass --no-cluster",
-        ));
+async fn run(command: Command) -> Result<String, Failure> {
+    match command {
+        Command::Extract(args) => extract_command(args).await,
+        Command::Resolve(args) => resolve_command(args).await,
     }
-    let platform = match &common.platform {
+}
+
+/// Reads the cluster (once, before any pull) and assembles the run's parts.
+async fn prepare(common: &CommonArgs) -> Result<(Setup, ClusterConfig), Failure> {
+    let source = if common.no_cluster {
+        ClusterSource::None
+    } else if let Some(dir) = &common.cluster_dir {
+        ClusterSource::Dir(dir.clone())
+    } else {
+        ClusterSource::Api { kubeconfig: None }
+    };
+    let cluster = cluster::read(&source).await.map_err(|error| Failure {
+        code: match error {
+            ClusterError::Dump { .. } => 2,
+            _ => 3,
+        },
+        message: error_chain(&error),
+    })?;
+    let settings = Settings {
+        pull_secret: common.pull_secret.clone(),
+        ca_files: common.ca_files.clone(),
+        insecure_registries: common.insecure_registries.clone(),
+    };
+    let setup =
+        setup::assemble(&settings, &cluster).map_err(|e| Failure::usage(error_chain(&e)))?;
+    Ok((setup, cluster))
+}
+
+fn platform(common: &CommonArgs) -> Result<Platform, Failure> {
+    match &common.platform {
         Some(text) => Platform::parse(text).ok_or_else(|| {
             Failure::usage(format!(
                 "invalid --platform {text:?}: use OS/ARCH[/VARIANT]"
             ))
-        })?,
-        None => Platform::running(),
-    };
-    let (client, planner) = registry_client(common)?;
+        }),
+        None => Ok(Platform::running()),
+    }
+}
+
+async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
+    let entries =
+        images::read_images_json(&args.images_json).map_err(|e| Failure::usage(error_chain(&e)))?;
+    let platform = platform(&args.common)?;
+    let (setup, _) = prepare(&args.common).await?;
     let options = ExtractOptions {
         output: args.output.clone(),
         platform,
@@ -125,7 +174,7 @@ async fn run(args: ExtractArgs) -> Result<String, Failure> {
         },
         lock_timeout: Duration::from_secs(60),
     };
-    match extract::extract(client, planner, entries, &options).await {
+    match extract::extract(setup.client, setup.planner, entries, &options).await {
         Ok(summary) => {
             let message = format!(
                 "published {} images ({} profiles) to {}",
@@ -153,42 +202,22 @@ async fn run(args: ExtractArgs) -> Result<String, Failure> {
     }
 }
 
-fn registry_client(common: &CommonArgs) -> Result<(Arc<RegistryClient>, Arc<Planner>), Failure> {
-    let mut roots = Roots::default();
-    for path in &common.ca_files {
-        roots
-            .add_file(path)
-            .map_err(|e| Failure::usage(error_chain(&e)))?;
-    }
-    let keychain = match &common.pull_secret {
+async fn resolve_command(args: ResolveArgs) -> Result<String, Failure> {
+    let entries = match &args.images_json {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                Failure::usage(format!("cannot read pull secret {}: {e}", path.display()))
-            })?;
-            Keychain::parse(&bytes, &path.display().to_string())
-                .map_err(|e| Failure::usage(error_chain(&e)))?
+            images::read_images_json(path).map_err(|e| Failure::usage(error_chain(&e)))?
         }
-        None => Keychain::default(),
+        None => images::from_references(&args.references)
+            .map_err(|e| Failure::usage(error_chain(&e)))?,
     };
-    tracing::info!(
-        extra_cas = roots.extra_count(),
-        pull_secret_entries = keychain.len(),
-        "configuration"
-    );
-    let transport = Transport::new(TransportConfig {
-        roots,
-        insecure_registries: common.insecure_registries.clone(),
-        connect_timeout: Duration::from_secs(30),
-        response_timeout: Duration::from_secs(60),
-    })
-    .map_err(|e| Failure::usage(error_chain(&e)))?;
-    let keychain = Arc::new(keychain);
-    let planner = Planner::new(
-        MirrorTable::new(&[], &RegistrySources::default()),
-        keychain.clone(),
-    );
-    let client = RegistryClient::new(Arc::new(transport), Arc::new(Authenticator::new(keychain)));
-    Ok((Arc::new(client), Arc::new(planner)))
+    let (setup, cluster) = prepare(&args.common).await?;
+    let report = resolve::report(&entries, &setup.planner, &setup, &cluster.notes);
+    let text = match args.format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => report.to_json(),
+    };
+    print!("{text}");
+    Ok(String::new())
 }
 
 fn init_logging(format: Option<LogFormat>) {

@@ -124,7 +124,8 @@ impl Transport {
         })
     }
 
-    /// Whether `authority` (`host[:port]`) was named by `--insecure-registry`, with or without its port.
+    /// Whether `authority` (`host[:port]`) is insecure: named with its port, or by its host alone, or under
+    /// a `*.domain` entry (which, like the node's scopes, covers subdomains on any port).
     pub fn is_insecure(&self, authority: &str) -> bool {
         if self.insecure.contains(authority) {
             return true;
@@ -134,6 +135,11 @@ impl Transport {
             _ => authority,
         };
         self.insecure.contains(host)
+            || self.insecure.iter().any(|entry| {
+                entry.strip_prefix("*.").is_some_and(|domain| {
+                    host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}"))
+                })
+            })
     }
 
     /// GETs `url`, following redirects. `authorization` goes only to `url`'s own origin (scheme, host and

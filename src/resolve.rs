@@ -1,0 +1,211 @@
+//! `provider-images resolve`: the plan for each reference — every pull source in order, the rule that put
+//! it there, whether it may be contacted, and which credential and CAs apply — without pulling anything.
+//! The text form is for an admin debugging a disconnected install; `--format json` is for machines.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::images::ImageEntry;
+use crate::mirrors::{MirrorKind, SourceOrigin};
+use crate::plan::{PlannedSource, Planner};
+use crate::setup::Setup;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub images: Vec<ImageReport>,
+    pub trust: Vec<TrustEntry>,
+    #[serde(rename = "skippedCABundles")]
+    pub skipped_ca_bundles: Vec<String>,
+    #[serde(rename = "pullSecret")]
+    pub pull_secret: Option<String>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct ImageReport {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub names: Vec<String>,
+    pub sources: Vec<SourceReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SourceReport {
+    pub reference: String,
+    /// `mirror` or `source`.
+    pub kind: &'static str,
+    /// The mirror rule's source, when one matched.
+    #[serde(rename = "ruleSource", skip_serializing_if = "Option::is_none")]
+    pub rule_source: Option<String>,
+    /// The objects that declared this mirror, as `Kind/name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    pub insecure: bool,
+    pub credential: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TrustEntry {
+    pub origin: String,
+    pub certificates: usize,
+}
+
+fn kind_name(kind: MirrorKind) -> &'static str {
+    match kind {
+        MirrorKind::ImageDigestMirrorSet => "ImageDigestMirrorSet",
+        MirrorKind::ImageTagMirrorSet => "ImageTagMirrorSet",
+        MirrorKind::ImageContentSourcePolicy => "ImageContentSourcePolicy",
+    }
+}
+
+fn source_report(planned: &PlannedSource) -> SourceReport {
+    let (kind, rule_source, objects) = match &planned.pull.origin {
+        SourceOrigin::Mirror { source, objects } => (
+            "mirror",
+            Some(source.clone()),
+            objects
+                .iter()
+                .map(|(kind, name)| format!("{}/{name}", kind_name(*kind)))
+                .collect(),
+        ),
+        SourceOrigin::Source { matched } => ("source", matched.clone(), Vec::new()),
+    };
+    SourceReport {
+        reference: planned.display(),
+        kind,
+        rule_source,
+        objects,
+        blocked: planned.pull.blocked.clone(),
+        insecure: planned.pull.insecure,
+        credential: planned.credential.clone(),
+    }
+}
+
+pub fn report(
+    entries: &[ImageEntry],
+    planner: &Planner,
+    setup: &Setup,
+    notes: &[String],
+) -> Report {
+    let images = entries
+        .iter()
+        .map(|entry| {
+            let (sources, error) = match planner.plan(&entry.reference) {
+                Ok(sources) => (sources.iter().map(source_report).collect(), None),
+                Err(error) => (Vec::new(), Some(crate::transport::error_chain(&error))),
+            };
+            ImageReport {
+                reference: entry.reference_text.clone(),
+                names: entry.names.clone(),
+                sources,
+                error,
+            }
+        })
+        .collect();
+    let mut all_notes = notes.to_vec();
+    all_notes.extend(planner.table().warnings().iter().cloned());
+    Report {
+        images,
+        trust: setup
+            .trust
+            .loaded
+            .iter()
+            .map(|(origin, certificates)| TrustEntry {
+                origin: origin.clone(),
+                certificates: *certificates,
+            })
+            .collect(),
+        skipped_ca_bundles: setup.trust.skipped.clone(),
+        pull_secret: setup.pull_secret.clone(),
+        notes: all_notes,
+    }
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for image in &self.images {
+            let names = if image.names.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", image.names.join(", "))
+            };
+            let _ = writeln!(out, "{}{names}", image.reference);
+            if let Some(error) = &image.error {
+                let _ = writeln!(out, "  error: {error}");
+            }
+            for (number, source) in image.sources.iter().enumerate() {
+                let mut marks = Vec::new();
+                if source.blocked.is_some() {
+                    marks.push("BLOCKED");
+                }
+                if source.insecure {
+                    marks.push("insecure");
+                }
+                let marks = if marks.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", marks.join(", "))
+                };
+                let _ = writeln!(out, "  {}. {}{marks}", number + 1, source.reference);
+                match (source.kind, &source.rule_source) {
+                    ("mirror", Some(rule)) => {
+                        let _ = writeln!(
+                            out,
+                            "       mirror of {rule}, from {}",
+                            source.objects.join(", ")
+                        );
+                    }
+                    (_, Some(rule)) => {
+                        let _ = writeln!(
+                            out,
+                            "       the source itself (mirrored by the rule for {rule})"
+                        );
+                    }
+                    _ => {
+                        let _ = writeln!(out, "       the source itself (no mirror rule matches)");
+                    }
+                }
+                if let Some(why) = &source.blocked {
+                    let _ = writeln!(out, "       not contacted: {why}");
+                }
+                let credential = source.credential.as_deref().unwrap_or("none (anonymous)");
+                let _ = writeln!(out, "       credentials: {credential}");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "trusted CAs: the system's roots, plus");
+        if self.trust.is_empty() {
+            let _ = writeln!(out, "  nothing else");
+        }
+        for entry in &self.trust {
+            let plural = if entry.certificates == 1 { "" } else { "s" };
+            let _ = writeln!(
+                out,
+                "  {}: {} certificate{plural}",
+                entry.origin, entry.certificates
+            );
+        }
+        for skipped in &self.skipped_ca_bundles {
+            let _ = writeln!(out, "  skipped (no PEM certificate): {skipped}");
+        }
+        let _ = writeln!(
+            out,
+            "pull secret: {}",
+            self.pull_secret.as_deref().unwrap_or("none")
+        );
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+}

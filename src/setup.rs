@@ -1,0 +1,176 @@
+//! Assembles a run from what the cluster says and what the flags say: the root store, the keychain, the
+//! mirror table, the transport, the registry client and the planner. Flags win over the cluster where both
+//! speak (`--pull-secret`), and add to it otherwise (`--ca-file`, `--insecure-registry`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::auth::{AuthError, Authenticator, Keychain};
+use crate::cluster::ClusterConfig;
+use crate::mirrors::MirrorTable;
+use crate::plan::Planner;
+use crate::registry::RegistryClient;
+use crate::transport::{Transport, TransportConfig, TransportError};
+use crate::trust::{Roots, TrustError};
+
+/// The flags that shape a run's parts.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub pull_secret: Option<PathBuf>,
+    pub ca_files: Vec<PathBuf>,
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("cannot read pull secret {path}: {source}")]
+    ReadPullSecret {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    PullSecret(#[from] AuthError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Where trust came from, for the log and `resolve`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustReport {
+    /// (origin, certificates added), in the order loaded.
+    pub loaded: Vec<(String, usize)>,
+    /// Bundles that held no certificate (origin), skipped.
+    pub skipped: Vec<String>,
+}
+
+pub struct Setup {
+    pub client: Arc<RegistryClient>,
+    pub planner: Arc<Planner>,
+    pub trust: TrustReport,
+    /// Where the credentials came from, if anywhere.
+    pub pull_secret: Option<String>,
+}
+
+pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
+    let mut roots = Roots::default();
+    let mut trust = TrustReport::default();
+    for bundle in &cluster.ca_bundles {
+        let origin = format!(
+            "ConfigMap {}/{} key {}",
+            bundle.namespace, bundle.config_map, bundle.key
+        );
+        // A cluster bundle with bad blocks keeps its good ones; one with none is skipped, not fatal.
+        match roots.add_pem(&origin, &bundle.pem) {
+            Ok(0) | Err(_) => {
+                tracing::warn!(configmap = %bundle.config_map, namespace = %bundle.namespace, key = %bundle.key, "ConfigMap key holds no valid PEM certificate; skipped");
+                trust.skipped.push(origin);
+            }
+            Ok(count) => trust.loaded.push((origin, count)),
+        }
+    }
+    for path in &settings.ca_files {
+        let before = roots.extra_count();
+        roots.add_file(path)?;
+        trust.loaded.push((
+            format!("--ca-file {}", path.display()),
+            roots.extra_count() - before,
+        ));
+    }
+    let (keychain, pull_secret) = match (&settings.pull_secret, &cluster.pull_secret) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).map_err(|source| SetupError::ReadPullSecret {
+                path: path.clone(),
+                source,
+            })?;
+            let origin = format!("--pull-secret {}", path.display());
+            (Keychain::parse(&bytes, &origin)?, Some(origin))
+        }
+        (None, Some(secret)) => (
+            Keychain::parse(&secret.dockerconfigjson, &secret.origin)?,
+            Some(secret.origin.clone()),
+        ),
+        (None, None) => (Keychain::default(), None),
+    };
+    let mut insecure = settings.insecure_registries.clone();
+    insecure.extend(
+        cluster
+            .registry_sources
+            .insecure
+            .iter()
+            .map(|scope| scope_host(scope).to_string()),
+    );
+    tracing::info!(
+        extra_cas = roots.extra_count(),
+        pull_secret = pull_secret.as_deref().unwrap_or("none"),
+        pull_secret_entries = keychain.len(),
+        mirror_objects = cluster.mirror_objects.len(),
+        "configuration"
+    );
+    let table = MirrorTable::new(&cluster.mirror_objects, &cluster.registry_sources);
+    for warning in table.warnings() {
+        tracing::warn!(%warning, "mirror configuration");
+    }
+    let transport = Transport::new(TransportConfig {
+        roots,
+        insecure_registries: insecure,
+        connect_timeout: Duration::from_secs(30),
+        response_timeout: Duration::from_secs(60),
+    })?;
+    let keychain = Arc::new(keychain);
+    let client = RegistryClient::new(
+        Arc::new(transport),
+        Arc::new(Authenticator::new(keychain.clone())),
+    );
+    Ok(Setup {
+        client: Arc::new(client),
+        planner: Arc::new(Planner::new(table, keychain)),
+        trust,
+        pull_secret,
+    })
+}
+
+/// The host part of a registry scope (`host[:port][/path]` or `*.domain`): TLS settings are per host.
+fn scope_host(scope: &str) -> &str {
+    scope.split('/').next().unwrap_or(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::CaBundle;
+
+    #[test]
+    fn cluster_bundles_without_certificates_are_skipped_and_reported() {
+        let cluster = ClusterConfig {
+            ca_bundles: vec![CaBundle {
+                namespace: "openshift-config".into(),
+                config_map: "registry-cas".into(),
+                key: "mirror..5000".into(),
+                pem: b"not a certificate".to_vec(),
+            }],
+            ..ClusterConfig::default()
+        };
+        let setup = assemble(&Settings::default(), &cluster).unwrap();
+        assert_eq!(
+            setup.trust.skipped,
+            ["ConfigMap openshift-config/registry-cas key mirror..5000"]
+        );
+        assert!(setup.trust.loaded.is_empty());
+        assert_eq!(setup.pull_secret, None);
+    }
+
+    #[test]
+    fn scopes_reduce_to_their_host() {
+        assert_eq!(
+            scope_host("mirror.local:5000/ocp/release"),
+            "mirror.local:5000"
+        );
+        assert_eq!(scope_host("*.example.com"), "*.example.com");
+    }
+}
