@@ -6,9 +6,11 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod extract;
 pub mod images;
 pub mod layers;
+pub mod mirrors;
 pub mod profiles;
 pub mod publish;
 pub mod reference;
