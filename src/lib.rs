@@ -2,7 +2,7 @@
 //! provider manifests, on connected and disconnected OpenShift clusters alike.
 //!
 //! Data flows left to right through the modules, never back:
-//! images.json → reference → transport/auth/registry → layers → profiles → publish.
+//! images.json → cluster → plan (mirrors, trust, auth) → registry → layers → profiles → publish.
 
 pub mod auth;
 pub mod cli;

@@ -8,6 +8,7 @@
 // leaves unused is not dead.
 #![allow(dead_code, unused_imports)]
 
+mod apiserver;
 mod client;
 mod extract;
 mod image;
@@ -21,6 +22,7 @@ mod tls;
 mod token;
 mod urlenc;
 
+pub use apiserver::{API_TOKEN, ApiRequest, ApiServer, Fault};
 pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};
 pub use extract::{Extract, index_image, read_index, read_subtree_file, sha256_hex};
 pub use image::*;

@@ -1,0 +1,330 @@
+//! Reading the cluster through the Kubernetes API (kube, rustls with ring).
+//!
+//! Only `list` on the three mirror kinds and `get` on named objects: a ServiceAccount can then be
+//! granted exactly these (with `resourceNames` on the ConfigMaps and the Secret), and nothing
+//! here ever watches or writes.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::Value;
+
+use super::names::{
+    CONFIG_NAMESPACE, IMAGE_CONFIG, MANAGED_NAMESPACE, PULL_SECRET, TRUSTED_CA_BUNDLE,
+    USER_CA_BUNDLE,
+};
+use super::objects::{self, MIRROR_KINDS, mirror_resource};
+use super::{ClusterConfig, ClusterError, notes};
+use crate::mirrors::MirrorKind;
+use crate::transport::error_chain;
+
+/// Error bodies can be whole HTML pages from a proxy; the message keeps their start.
+const MAX_CAUSE_CHARS: usize = 300;
+
+pub(super) async fn read(
+    kubeconfig: Option<&Path>,
+    call_timeout: Duration,
+) -> Result<ClusterConfig, ClusterError> {
+    let client = client(kubeconfig).await?;
+    let reader = Reader {
+        client,
+        call_timeout,
+    };
+    let configmaps = ApiResource::erase::<ConfigMap>(&());
+    let secrets = ApiResource::erase::<Secret>(&());
+    let image = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("config.openshift.io", "v1", "Image"),
+        "images",
+    );
+
+    // Independent reads go out together; only the additionalTrustedCA map waits for the Image.
+    let [idms, itms, icsp] = MIRROR_KINDS.map(|kind| reader.list(kind));
+    let (idms, itms, icsp, image, trusted, user, secret) = tokio::join!(
+        idms,
+        itms,
+        icsp,
+        reader.get(
+            &image,
+            None,
+            IMAGE_CONFIG,
+            "images.config.openshift.io/cluster".into()
+        ),
+        reader.get(
+            &configmaps,
+            Some(MANAGED_NAMESPACE),
+            TRUSTED_CA_BUNDLE,
+            notes::config_map(MANAGED_NAMESPACE, TRUSTED_CA_BUNDLE),
+        ),
+        reader.get(
+            &configmaps,
+            Some(CONFIG_NAMESPACE),
+            USER_CA_BUNDLE,
+            notes::config_map(CONFIG_NAMESPACE, USER_CA_BUNDLE),
+        ),
+        reader.get(
+            &secrets,
+            Some(CONFIG_NAMESPACE),
+            PULL_SECRET,
+            notes::pull_secret()
+        ),
+    );
+    // Errors are taken in this fixed order, so the same failures always report the same
+    // resource whatever order the responses came in.
+    let mirror_lists = [
+        (MirrorKind::ImageDigestMirrorSet, idms?),
+        (MirrorKind::ImageTagMirrorSet, itms?),
+        (MirrorKind::ImageContentSourcePolicy, icsp?),
+    ];
+    let (image, trusted, user, secret) = (image?, trusted?, user?, secret?);
+
+    let mut config = ClusterConfig::default();
+    for (kind, items) in mirror_lists {
+        let Some(items) = items else {
+            config.note(notes::crd_missing(&list_resource(kind)));
+            continue;
+        };
+        for item in &items {
+            let object = objects::mirror_object(kind, item)
+                .map_err(|cause| malformed("list", list_resource(kind), cause))?;
+            config.mirror_objects.push(object);
+        }
+    }
+    config
+        .mirror_objects
+        .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+
+    match &image {
+        Some(object) => {
+            let (additional, sources) = objects::image_config(object).map_err(|cause| {
+                malformed("get", "images.config.openshift.io/cluster".into(), cause)
+            })?;
+            config.additional_trusted_ca = additional;
+            config.registry_sources = sources;
+        }
+        None => config.note(notes::image_missing()),
+    }
+
+    add_ca_bundles(
+        &mut config,
+        MANAGED_NAMESPACE,
+        TRUSTED_CA_BUNDLE,
+        trusted.as_ref(),
+        None,
+    )?;
+    add_ca_bundles(
+        &mut config,
+        CONFIG_NAMESPACE,
+        USER_CA_BUNDLE,
+        user.as_ref(),
+        None,
+    )?;
+    if let Some(name) = config.additional_trusted_ca.clone() {
+        // Naming user-ca-bundle is allowed; it was read already, and reading it twice would
+        // only duplicate its certificates.
+        if name != USER_CA_BUNDLE {
+            let what = notes::config_map(CONFIG_NAMESPACE, &name);
+            let object = reader
+                .get(&configmaps, Some(CONFIG_NAMESPACE), &name, what)
+                .await?;
+            add_ca_bundles(
+                &mut config,
+                CONFIG_NAMESPACE,
+                &name,
+                object.as_ref(),
+                Some("image.config additionalTrustedCA"),
+            )?;
+        }
+    }
+
+    match &secret {
+        Some(object) => {
+            let origin = notes::pull_secret();
+            config.pull_secret = objects::pull_secret(&origin, object, &mut config)
+                .map_err(|cause| malformed("get", origin.clone(), cause))?;
+        }
+        None => config.note(notes::pull_secret_missing(&notes::pull_secret())),
+    }
+    Ok(config)
+}
+
+fn add_ca_bundles(
+    config: &mut ClusterConfig,
+    namespace: &str,
+    name: &str,
+    object: Option<&Value>,
+    named_by: Option<&str>,
+) -> Result<(), ClusterError> {
+    let what = notes::config_map(namespace, name);
+    let Some(object) = object else {
+        config.note(notes::config_map_missing(&what, named_by));
+        return Ok(());
+    };
+    let bundles = objects::ca_bundles(namespace, name, object, config)
+        .map_err(|cause| malformed("get", what, cause))?;
+    config.ca_bundles.extend(bundles);
+    Ok(())
+}
+
+/// A client from the given kubeconfig, or from kube's own search (KUBECONFIG, ~/.kube/config,
+/// then the in-cluster service account).
+async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
+    let config = match kubeconfig {
+        None => Config::infer()
+            .await
+            .map_err(|e| ClusterError::Config(error_chain(&e)))?,
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| {
+                ClusterError::Config(format!(
+                    "kubeconfig {}: {}",
+                    path.display(),
+                    error_chain(&e)
+                ))
+            })?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| {
+                    ClusterError::Config(format!(
+                        "kubeconfig {}: {}",
+                        path.display(),
+                        error_chain(&e)
+                    ))
+                })?
+        }
+    };
+    Client::try_from(config).map_err(|e| ClusterError::Config(error_chain(&e)))
+}
+
+struct Reader {
+    client: Client,
+    call_timeout: Duration,
+}
+
+impl Reader {
+    /// Every object of a mirror kind; `None` when the cluster does not serve the kind at all.
+    async fn list(&self, kind: MirrorKind) -> Result<Option<Vec<Value>>, ClusterError> {
+        let (group, version, kind_name, plural) = mirror_resource(kind);
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, kind_name),
+            plural,
+        );
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        // An unpaginated list: mirror objects are few, and one response is one consistent view.
+        let result = self
+            .bounded(
+                "list",
+                list_resource(kind),
+                api.list(&ListParams::default()),
+            )
+            .await?;
+        // A 404 on a collection means nothing serves that path: the CRD is not installed
+        // (apiservers answer with a plain-text "404 page not found", not a Status).
+        let Some(list) = not_found_as_none("list", list_resource(kind), result)? else {
+            return Ok(None);
+        };
+        let items = list
+            .items
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| malformed("list", list_resource(kind), e.to_string()))?;
+        Ok(Some(items))
+    }
+
+    /// One named object; `None` when it (or, for the Image, its CRD) does not exist.
+    async fn get(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        what: String,
+    ) -> Result<Option<Value>, ClusterError> {
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        };
+        let result = self.bounded("get", what.clone(), api.get(name)).await?;
+        match not_found_as_none("get", what.clone(), result)? {
+            Some(object) => serde_json::to_value(&object)
+                .map(Some)
+                .map_err(|e| malformed("get", what, e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Bounds one call: a hung apiserver must not hold the run until the global --timeout.
+    async fn bounded<T>(
+        &self,
+        verb: &'static str,
+        resource: String,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, ClusterError> {
+        tokio::time::timeout(self.call_timeout, call)
+            .await
+            .map_err(|_| {
+                tracing::debug!(verb, %resource, timeout = ?self.call_timeout, "cluster API call timed out");
+                ClusterError::Api {
+                    verb,
+                    resource,
+                    cause: "timed out".to_string(),
+                }
+            })
+    }
+}
+
+/// `Ok(None)` for a 404, the error for anything else.
+fn not_found_as_none<T>(
+    verb: &'static str,
+    resource: String,
+    result: Result<T, kube::Error>,
+) -> Result<Option<T>, ClusterError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(error) => Err(ClusterError::Api {
+            verb,
+            resource,
+            cause: cause(&error),
+        }),
+    }
+}
+
+/// A readable cause: the HTTP code, the Status reason and message for API errors; the error
+/// chain (TLS, connection, auth plugin) otherwise.
+fn cause(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let message: String = status
+                .message
+                .trim()
+                .chars()
+                .take(MAX_CAUSE_CHARS)
+                .collect();
+            // kube fills in this reason itself when the body was not a Status (a proxy's page).
+            if status.reason.is_empty() || status.reason == "Failed to parse error data" {
+                format!("HTTP {}: {message}", status.code)
+            } else {
+                format!("HTTP {} {}: {message}", status.code, status.reason)
+            }
+        }
+        other => error_chain(other),
+    }
+}
+
+fn malformed(verb: &'static str, resource: String, cause: String) -> ClusterError {
+    ClusterError::Api {
+        verb,
+        resource,
+        cause: format!("malformed object: {cause}"),
+    }
+}
+
+/// `imagedigestmirrorsets.config.openshift.io`, as kubectl names a resource.
+fn list_resource(kind: MirrorKind) -> String {
+    let (group, _, _, plural) = mirror_resource(kind);
+    format!("{plural}.{group}")
+}
