@@ -350,3 +350,30 @@ fn run_captures_exit_code_output_and_timeout() {
     assert!(hung.is_err(), "a run past its timeout must fail the test");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn a_spawned_run_can_be_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let running = Run::program("sh")
+        .args([
+            "-c",
+            "trap 'echo got-term >&2; exit 7' TERM; echo up; : > \"$READY\"; \
+             while :; do sleep 0.05; done",
+        ])
+        .env("READY", &ready)
+        .spawn();
+    // The trap is set once the file exists; signalled earlier, sh would just die.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "sh never got ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running.signal("TERM");
+    let out = running.wait(Duration::from_secs(10));
+    out.assert_code(7);
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("up\n", "got-term\n")
+    );
+}
