@@ -377,3 +377,57 @@ fn a_spawned_run_can_be_signalled() {
         ("up\n", "got-term\n")
     );
 }
+
+#[test]
+fn fake_routes_answer_by_path_and_record_requests() {
+    let pki = Pki::new();
+    let fake = FakeRoutes::new()
+        .registry()
+        .manifest("f/app", "v1", OCI_MANIFEST, b"{}")
+        .blob("f/app", b"bytes")
+        .redirect_blob("f/app", "sha256:00", "https://elsewhere.example/x?sig=1")
+        .start(&pki);
+    let client = Client::new(&pki.ca_pem());
+    assert_eq!(client.get(&fake.url("/v2/")).status, 200);
+    let manifest = client.get(&fake.url("/v2/f/app/manifests/v1?ignored=1"));
+    assert_eq!(
+        (manifest.header("content-type"), &manifest.body[..]),
+        (Some(OCI_MANIFEST), &b"{}"[..])
+    );
+    let blob = client.get(&fake.url(&format!("/v2/f/app/blobs/{}", sha256_digest(b"bytes"))));
+    assert_eq!(blob.body, &b"bytes"[..]);
+    let redirect = client.get(&fake.url("/v2/f/app/blobs/sha256:00"));
+    assert_eq!(
+        (redirect.status, redirect.header("location")),
+        (307, Some("https://elsewhere.example/x?sig=1"))
+    );
+    assert_eq!(client.get(&fake.url("/v2/other")).status, 404);
+    let post = client.request("POST", &fake.url("/v2/"), &[], Vec::new());
+    assert_eq!(post.status, 404, "GET only");
+    let seen: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path_and_query))
+        .collect();
+    assert_eq!(seen[1], "GET /v2/f/app/manifests/v1?ignored=1");
+    assert_eq!(seen.len(), 6);
+}
+
+#[test]
+fn hanging_server_accepts_and_never_answers() {
+    let hanging = HangingServer::start();
+    let stream = std::net::TcpStream::connect(hanging.host()).unwrap();
+    hanging.wait_for_connection(Duration::from_secs(5));
+    assert_eq!(hanging.accepted(), 1);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let read = (&stream).read(&mut buf);
+    assert!(
+        read.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+        "nothing is ever said: {read:?}"
+    );
+}

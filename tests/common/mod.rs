@@ -10,9 +10,12 @@
 
 mod client;
 mod extract;
+mod fake;
+mod hang;
 mod image;
 mod pki;
 mod push;
+mod recorder;
 mod registry;
 mod run;
 mod server;
@@ -23,9 +26,12 @@ mod urlenc;
 
 pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};
 pub use extract::{Extract, index_image, read_index, read_subtree_file, sha256_hex};
+pub use fake::{FakeRoutes, FakeServer};
+pub use hang::HangingServer;
 pub use image::*;
 pub use pki::Pki;
 pub use push::{BlobRef, PushedImage, PushedIndex};
+pub use recorder::{Recorder, SeenRequest};
 pub use registry::{Registry, RegistryAuth, RegistryOpts};
 pub use run::{Run, RunOutput, Running, provider_images_bin};
 pub use server::{HttpsServer, Request, Response};
