@@ -1,5 +1,7 @@
 //! Shared integration-test harness: a test PKI, real registries (CNCF distribution) with Basic
-//! or token auth, a token service, image and layer builders, and a runner for the binary.
+//! or token auth, TLS or plain HTTP, optionally redirecting blobs to a store on another origin;
+//! a token service, fake and hanging endpoints, image and layer builders, and a runner for the
+//! binary.
 //! Everything is per test (temp dirs, fresh ports) and synchronous; processes die on Drop.
 //! Use it from plain `#[test]`s: its clients and servers own tokio runtimes, which must not be
 //! driven or dropped inside another runtime.
@@ -8,6 +10,7 @@
 // leaves unused is not dead.
 #![allow(dead_code, unused_imports)]
 
+mod blob_store;
 mod client;
 mod extract;
 mod fake;
@@ -17,6 +20,7 @@ mod pki;
 mod push;
 mod recorder;
 mod registry;
+mod registry_config;
 mod run;
 mod server;
 mod tarball;
@@ -24,6 +28,7 @@ mod tls;
 mod token;
 mod urlenc;
 
+pub use blob_store::BlobStore;
 pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};
 pub use extract::{Extract, index_image, read_index, read_subtree_file, sha256_hex};
 pub use fake::{FakeRoutes, FakeServer};
