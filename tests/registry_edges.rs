@@ -1,0 +1,177 @@
+//! `provider-images extract` at the edges of the registry protocol: blobs redirected to another
+//! origin, `--insecure-registry`, signals and the run's timeout, the size limits, and manifests a
+//! registry should never have served. Real registries (docker-registry) where they can play the
+//! part, fake endpoints where they cannot. Expected values come from the fixtures' bytes, never
+//! from the output.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const METADATA: &str = "name: aws\nattributes:\n  type: infrastructure\n  version: v1.0.0\nocpPlatform: AWS\ninstallOrder: 20\n";
+const MANIFESTS: &str =
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: capa\nspec:\n  replicas: 1\n";
+
+/// The query of a pre-signed object-storage URL; its signature is a credential.
+const SIGNATURE: &str = "SECRET-SIG";
+
+fn provider(manifests: &str) -> Layer {
+    Layer::gzip(&provider_layer(&[("default", METADATA, manifests)]))
+}
+
+/// A layer with content outside the subtree, so an image has more than one layer blob.
+fn base_layer() -> Layer {
+    Layer::gzip(
+        &TarBuilder::new()
+            .dir("usr/")
+            .file("usr/bin/manager", &[7u8; 4096])
+            .finish(),
+    )
+}
+
+/// `default/manifests.yaml` of the one image `reference`, as published in `out`.
+fn published_manifests(out: &Path, reference: &str) -> Vec<u8> {
+    let index = read_index(out);
+    read_subtree_file(
+        out,
+        index_image(&index, reference),
+        "default/manifests.yaml",
+    )
+}
+
+/// Where distribution's filesystem driver keeps blob `digest`, as a path inside the driver:
+/// what the redirect middleware appends to its base URL.
+fn storage_path(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    format!("/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2])
+}
+
+#[test]
+fn redirected_blobs_come_from_the_other_origin_without_authorization() {
+    let registry = Registry::start(
+        RegistryOpts::default()
+            .basic_auth("puller", "pw-SECRET-redirect")
+            .redirect_blobs(),
+    );
+    let image = registry.push_image(
+        "p/redirected",
+        Some("v1"),
+        &Image::new(vec![base_layer(), provider(MANIFESTS)]),
+    );
+    let reference = format!("{}/p/redirected:v1", registry.host());
+    let out = tempfile::tempdir().unwrap();
+    Extract::new()
+        .registry(&registry)
+        .image("redirected", &reference)
+        .run(out.path())
+        .assert_code(0);
+    assert_eq!(
+        published_manifests(out.path(), &reference),
+        MANIFESTS.as_bytes()
+    );
+
+    let store = registry.blob_store().expect("blobs are redirected");
+    let requests = store.requests();
+    for digest in image.layer_digests.iter().chain([&image.config_digest]) {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.method == "GET" && r.path() == storage_path(digest)),
+            "the store served {digest}: {requests:#?}"
+        );
+    }
+    for request in &requests {
+        assert!(
+            request.headers.get("authorization").is_none(),
+            "the registry's credentials went to another origin: {request:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_signed_redirect_url_never_reaches_the_log() {
+    let pki = Pki::new();
+    let image = Image::new(vec![base_layer(), provider(MANIFESTS)]);
+    let built = image.build();
+    let blobs: Vec<&[u8]> = std::iter::once(built.config.as_slice())
+        .chain(image.layers.iter().map(|l| l.bytes.as_slice()))
+        .collect();
+    // The store serves every blob under /bucket/ and refuses it under /expired/, as object
+    // storage answers a URL whose signature has expired.
+    let store = blobs
+        .iter()
+        .fold(FakeRoutes::new(), |routes, blob| {
+            let digest = sha256_digest(blob);
+            routes
+                .route(&format!("/bucket/{digest}"), Response::new(200).body(*blob))
+                .route(
+                    &format!("/expired/{digest}"),
+                    Response::new(403).body("<Error><Code>AccessDenied</Code></Error>"),
+                )
+        })
+        .start(&pki);
+    let signed = |prefix: &str, digest: &str| {
+        store.url(&format!(
+            "/{prefix}/{digest}?X-Amz-Expires=300&X-Amz-Signature={SIGNATURE}"
+        ))
+    };
+    let mut routes = FakeRoutes::new().registry();
+    for (repo, prefix) in [("p/signed", "bucket"), ("p/expired", "expired")] {
+        routes = routes.manifest(repo, "v1", OCI_MANIFEST, &built.manifest);
+        for blob in &blobs {
+            let digest = sha256_digest(blob);
+            routes = routes.redirect_blob(repo, &digest, &signed(prefix, &digest));
+        }
+    }
+    let registry = routes.start(&pki);
+
+    let reference = format!("{}/p/signed:v1", registry.host());
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .arg("--ca-file")
+        .arg(pki.ca_pem())
+        .image("signed", &reference)
+        .env("RUST_LOG", "trace")
+        .run(out.path());
+    run.assert_code(0);
+    assert!(run.stderr.contains("TRACE"), "trace logging was on");
+    assert_eq!(
+        published_manifests(out.path(), &reference),
+        MANIFESTS.as_bytes()
+    );
+    let fetched: Vec<SeenRequest> = store.requests();
+    assert_eq!(fetched.len(), blobs.len(), "{fetched:#?}");
+    assert!(
+        fetched.iter().all(|r| r
+            .path_and_query
+            .contains(&format!("X-Amz-Signature={SIGNATURE}"))),
+        "the signed URLs were followed as given: {fetched:#?}"
+    );
+    assert!(
+        !run.stderr.contains(SIGNATURE),
+        "a URL signature leaked into the log"
+    );
+
+    // A refused signed URL is an error, and errors name URLs: still without the signature.
+    let reference = format!("{}/p/expired:v1", registry.host());
+    let termination = out.path().join("termination-log");
+    let run = Extract::new()
+        .arg("--ca-file")
+        .arg(pki.ca_pem())
+        .arg("--termination-message-path")
+        .arg(&termination)
+        .image("expired", &reference)
+        .env("RUST_LOG", "trace")
+        .run(&out.path().join("tree"));
+    run.assert_code(1);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+    assert!(run.stderr.contains(&registry.host()), "{}", run.stderr);
+    let message = std::fs::read_to_string(&termination).unwrap();
+    assert!(message.contains("p/expired:v1"), "{message}");
+    assert!(
+        !run.stderr.contains(SIGNATURE) && !message.contains(SIGNATURE),
+        "a URL signature leaked into an error"
+    );
+}
