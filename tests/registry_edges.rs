@@ -175,3 +175,109 @@ fn a_signed_redirect_url_never_reaches_the_log() {
         "a URL signature leaked into an error"
     );
 }
+
+#[test]
+fn a_plain_http_registry_is_used_only_when_named_insecure() {
+    let registry = Registry::start(RegistryOpts::default().plain_http());
+    registry.push_image(
+        "p/plain",
+        Some("v1"),
+        &Image::new(vec![provider(MANIFESTS)]),
+    );
+    let reference = format!("{}/p/plain:v1", registry.host());
+    let out = tempfile::tempdir().unwrap();
+
+    let run = Extract::new()
+        .image("plain", &reference)
+        .run(&out.path().join("refused"));
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot connect to {}", registry.host())),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.path().join("refused/index.json").exists());
+
+    Extract::new()
+        .image("plain", &reference)
+        .arg("--insecure-registry")
+        .arg(registry.host())
+        .run(&out.path().join("allowed"))
+        .assert_code(0);
+    assert_eq!(
+        published_manifests(&out.path().join("allowed"), &reference),
+        MANIFESTS.as_bytes()
+    );
+}
+
+#[test]
+fn an_unknown_ca_is_accepted_only_for_an_insecure_registry() {
+    let registry = Registry::start(RegistryOpts::default().basic_auth("puller", "pw"));
+    registry.push_image(
+        "p/selfsigned",
+        Some("v1"),
+        &Image::new(vec![provider(MANIFESTS)]),
+    );
+    let reference = format!("{}/p/selfsigned:v1", registry.host());
+    let out = tempfile::tempdir().unwrap();
+
+    // The CA is never given: only the credentials.
+    let run = Extract::new()
+        .credentials(&registry)
+        .image("selfsigned", &reference)
+        .run(&out.path().join("refused"));
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&registry.host()) && run.stderr.contains("UnknownIssuer"),
+        "{}",
+        run.stderr
+    );
+
+    Extract::new()
+        .credentials(&registry)
+        .image("selfsigned", &reference)
+        .arg("--insecure-registry")
+        .arg(registry.host())
+        .run(&out.path().join("allowed"))
+        .assert_code(0);
+    assert_eq!(
+        published_manifests(&out.path().join("allowed"), &reference),
+        MANIFESTS.as_bytes()
+    );
+}
+
+#[test]
+fn insecure_registry_for_one_port_does_not_weaken_another() {
+    // Two registries on 127.0.0.1, each with a CA of its own that the run does not trust.
+    let insecure = Registry::start(RegistryOpts::default());
+    let other = Registry::start(RegistryOpts::default());
+    for registry in [&insecure, &other] {
+        registry.push_image("p/x", Some("v1"), &Image::new(vec![provider(MANIFESTS)]));
+    }
+    let insecure_ref = format!("{}/p/x:v1", insecure.host());
+    let other_ref = format!("{}/p/x:v1", other.host());
+    let out = tempfile::tempdir().unwrap();
+    let termination = out.path().join("termination-log");
+    let run = Extract::new()
+        .image("insecure", &insecure_ref)
+        .image("other", &other_ref)
+        .arg("--insecure-registry")
+        .arg(insecure.host())
+        .arg("--termination-message-path")
+        .arg(&termination)
+        .run(&out.path().join("tree"));
+    run.assert_code(1);
+    let message = std::fs::read_to_string(&termination).unwrap();
+    assert!(message.starts_with("1 of 2 images failed"), "{message}");
+    let failure = message
+        .lines()
+        .find(|line| line.starts_with(&format!("image {other_ref} ")))
+        .unwrap_or_else(|| panic!("{other_ref} is reported: {message}"));
+    assert!(
+        failure.contains(&other.host()) && failure.contains("UnknownIssuer"),
+        "{failure}"
+    );
+    assert!(!message.contains(&insecure_ref), "{message}");
+    assert!(!out.path().join("tree/index.json").exists());
+}
