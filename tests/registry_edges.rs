@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -279,5 +280,68 @@ fn insecure_registry_for_one_port_does_not_weaken_another() {
         "{failure}"
     );
     assert!(!message.contains(&insecure_ref), "{message}");
+    assert!(!out.path().join("tree/index.json").exists());
+}
+
+/// Starts an extract of one image on a registry that never answers, waits until it connected,
+/// sends `signal` and returns how it ended, and the output directory.
+fn interrupt_a_hanging_pull(signal: &str) -> (RunOutput, tempfile::TempDir) {
+    let hanging = HangingServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let extract = Extract::new().image("hang", &format!("{}/p/hang:v1", hanging.host()));
+    let running = extract.command(&out.path().join("tree")).spawn();
+    hanging.wait_for_connection(Duration::from_secs(20));
+    let sent = Instant::now();
+    running.signal(signal);
+    let run = running.wait(Duration::from_secs(20));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop after SIG{signal}",
+        sent.elapsed()
+    );
+    (run, out)
+}
+
+#[test]
+fn sigterm_exits_143_and_publishes_nothing() {
+    let (run, out) = interrupt_a_hanging_pull("TERM");
+    run.assert_code(143);
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert!(!out.path().join("tree/index.json").exists());
+}
+
+#[test]
+fn sigint_exits_130_and_publishes_nothing() {
+    let (run, out) = interrupt_a_hanging_pull("INT");
+    run.assert_code(130);
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert!(!out.path().join("tree/index.json").exists());
+}
+
+#[test]
+fn the_run_timeout_ends_a_hanging_pull() {
+    let hanging = HangingServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let extract = Extract::new()
+        .image("hang", &format!("{}/p/hang:v1", hanging.host()))
+        .arg("--timeout")
+        .arg("2s");
+    let run = extract
+        .command(&out.path().join("tree"))
+        .timeout(Duration::from_secs(30))
+        .run();
+    let elapsed = started.elapsed();
+    run.assert_code(1);
+    assert!(hanging.accepted() > 0, "the run reached the registry");
+    assert!(
+        run.stderr.contains("timed out after 2s (--timeout)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(8),
+        "ended after {elapsed:?}"
+    );
     assert!(!out.path().join("tree/index.json").exists());
 }
