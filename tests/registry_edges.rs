@@ -345,3 +345,106 @@ fn the_run_timeout_ends_a_hanging_pull() {
     );
     assert!(!out.path().join("tree/index.json").exists());
 }
+
+#[test]
+fn a_file_over_max_file_size_fails_naming_the_path_and_the_limit() {
+    let registry = Registry::start(RegistryOpts::default());
+    let manifests = format!("# {}\n", "x".repeat(2045));
+    assert_eq!(manifests.len(), 2048);
+    registry.push_image("p/big", Some("v1"), &Image::new(vec![provider(&manifests)]));
+    let reference = format!("{}/p/big:v1", registry.host());
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .registry(&registry)
+        .image("big", &reference)
+        .arg("--max-file-size")
+        .arg("1KiB")
+        .run(&out.path().join("refused"));
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{MANIFESTS_DIR}/default/manifests.yaml: file exceeds --max-file-size (1024 bytes)"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.path().join("refused/index.json").exists());
+
+    // A file exactly at the limit fits.
+    Extract::new()
+        .registry(&registry)
+        .image("big", &reference)
+        .arg("--max-file-size")
+        .arg("2KiB")
+        .run(&out.path().join("allowed"))
+        .assert_code(0);
+    assert_eq!(
+        published_manifests(&out.path().join("allowed"), &reference),
+        manifests.as_bytes()
+    );
+}
+
+#[test]
+fn max_image_size_counts_each_layer_and_the_merged_subtree() {
+    let registry = Registry::start(RegistryOpts::default());
+    let manifests = format!("# {}\n", "y".repeat(597));
+    let profile = |name| (name, METADATA, manifests.as_str());
+    let per_profile = METADATA.len() + manifests.len();
+    assert!(per_profile < 1024 && 2 * per_profile > 1024);
+    // Both profiles in one layer: that layer alone is over the limit.
+    registry.push_image(
+        "p/wide",
+        Some("v1"),
+        &Image::new(vec![Layer::gzip(&provider_layer(&[
+            profile("a"),
+            profile("b"),
+        ]))]),
+    );
+    // One profile per layer: each layer fits, the merged subtree does not.
+    registry.push_image(
+        "p/stacked",
+        Some("v1"),
+        &Image::new(vec![
+            Layer::gzip(&provider_layer(&[profile("a")])),
+            Layer::gzip(&provider_layer(&[profile("b")])),
+        ]),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run = |repo: &str, limit: &str| {
+        Extract::new()
+            .registry(&registry)
+            .image("sized", &format!("{}/{repo}:v1", registry.host()))
+            .arg("--max-image-size")
+            .arg(limit)
+            .run(
+                &out.path()
+                    .join(format!("{}-{limit}", repo.replace('/', "-"))),
+            )
+    };
+
+    let wide = run("p/wide", "1KiB");
+    wide.assert_code(1);
+    assert!(
+        wide.stderr.contains(&format!(
+            "{MANIFESTS_DIR}/b/manifests.yaml: the layer's files under {MANIFESTS_DIR}/ exceed --max-image-size (1024 bytes)"
+        )),
+        "{}",
+        wide.stderr
+    );
+
+    let stacked = run("p/stacked", "1KiB");
+    stacked.assert_code(1);
+    assert!(
+        stacked.stderr.contains(&format!(
+            "{MANIFESTS_DIR}/ of the merged layers holds {} bytes, over --max-image-size (1024 bytes)",
+            2 * per_profile
+        )),
+        "{}",
+        stacked.stderr
+    );
+
+    // Exactly at the limit fits, in either shape.
+    let exact = (2 * per_profile).to_string();
+    run("p/wide", &exact).assert_code(0);
+    run("p/stacked", &exact).assert_code(0);
+}
