@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::json;
 
 const METADATA: &str = "name: aws\nattributes:\n  type: infrastructure\n  version: v1.0.0\nocpPlatform: AWS\ninstallOrder: 20\n";
 const MANIFESTS: &str =
@@ -447,4 +448,117 @@ fn max_image_size_counts_each_layer_and_the_merged_subtree() {
     let exact = (2 * per_profile).to_string();
     run("p/wide", &exact).assert_code(0);
     run("p/stacked", &exact).assert_code(0);
+}
+
+#[test]
+fn a_manifest_that_does_not_match_its_digest_is_refused() {
+    let pki = Pki::new();
+    let asked = Image::new(vec![provider("asked: true\n")]).build();
+    let served = Image::new(vec![provider("served: true\n")]).build();
+    let asked_digest = sha256_digest(&asked.manifest);
+    let served_digest = sha256_digest(&served.manifest);
+    let registry = FakeRoutes::new()
+        .registry()
+        .manifest("p/swapped", &asked_digest, OCI_MANIFEST, &served.manifest)
+        .blob("p/swapped", &served.config)
+        .start(&pki);
+    let reference = format!("{}/p/swapped@{asked_digest}", registry.host());
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .arg("--ca-file")
+        .arg(pki.ca_pem())
+        .image("swapped", &reference)
+        .run(out.path());
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "from {} has digest {served_digest}, expected {asked_digest}",
+            registry.host()
+        )),
+        "{}",
+        run.stderr
+    );
+    let blobs: Vec<SeenRequest> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.path().contains("/blobs/"))
+        .collect();
+    assert!(blobs.is_empty(), "nothing of it was used: {blobs:#?}");
+    assert!(!out.path().join("index.json").exists());
+}
+
+#[test]
+fn a_schema1_manifest_is_refused() {
+    let pki = Pki::new();
+    let schema1 = json!({
+        "schemaVersion": 1,
+        "name": "p/old",
+        "tag": "v1",
+        "architecture": "amd64",
+        "fsLayers": [{"blobSum": sha256_digest(b"layer")}],
+        "history": [{"v1Compatibility": "{}"}],
+        "signatures": [],
+    });
+    let registry = FakeRoutes::new()
+        .registry()
+        .manifest(
+            "p/old",
+            "v1",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            &serde_json::to_vec_pretty(&schema1).unwrap(),
+        )
+        .start(&pki);
+    let reference = format!("{}/p/old:v1", registry.host());
+    let run = Extract::new()
+        .arg("--ca-file")
+        .arg(pki.ca_pem())
+        .image("old", &reference)
+        .run(tempfile::tempdir().unwrap().path());
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "(from {host}/p/old): manifest p/old:v1 from {host}: Docker schema 1 manifests are not supported",
+            host = registry.host()
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_artifact_is_not_an_image() {
+    const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+    let registry = Registry::start(RegistryOpts::default());
+    // Everything an image has, provider manifests included, but the config says artifact.
+    let layer = provider(MANIFESTS);
+    let config = registry.push_blob("p/artifact", b"{}");
+    let blob = registry.push_blob("p/artifact", &layer.bytes);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.provider",
+        "config": {"mediaType": EMPTY_CONFIG, "digest": config.digest, "size": config.size},
+        "layers": [{"mediaType": layer.media_type, "digest": blob.digest, "size": blob.size}],
+    });
+    registry.push_manifest(
+        "p/artifact",
+        "v1",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    let reference = format!("{}/p/artifact:v1", registry.host());
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .registry(&registry)
+        .image("artifact", &reference)
+        .run(out.path());
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "config media type \\\"{EMPTY_CONFIG}\\\" is not an image config, so this is not an image"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.path().join("index.json").exists());
 }
