@@ -69,7 +69,8 @@ pub enum RegistryError {
     },
     #[error("unsupported digest {0:?} (sha256 and sha512 are supported)")]
     UnsupportedDigest(String),
-    #[error("manifest {what} from {registry}: {cause}")]
+    /// `what` already names the document (`manifest <repository>:<tag or digest>`).
+    #[error("{what} from {registry}: {cause}")]
     BadManifest {
         registry: String,
         what: String,

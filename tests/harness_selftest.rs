@@ -350,3 +350,145 @@ fn run_captures_exit_code_output_and_timeout() {
     assert!(hung.is_err(), "a run past its timeout must fail the test");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn plain_http_registry_serves_a_pushed_image() {
+    let registry = Registry::start(RegistryOpts::default().plain_http());
+    assert!(registry.url("/v2/").starts_with("http://"));
+    let image = registry.push_image(
+        "plain/app",
+        Some("v1"),
+        &Image::new(vec![Layer::gzip(&provider_tar())]),
+    );
+    let manifest = registry.get_manifest("plain/app", "v1");
+    assert_eq!(manifest.status, 200, "{}", manifest.text());
+    assert_eq!(manifest.body, image.manifest_bytes);
+    let tls = registry.anonymous_client().try_request(
+        "GET",
+        &registry.url("/v2/").replacen("http", "https", 1),
+        &[],
+        Vec::new(),
+    );
+    assert!(tls.is_err(), "no TLS on a plain-HTTP registry");
+}
+
+#[test]
+fn redirecting_registry_sends_blob_reads_to_its_store() {
+    let registry = Registry::start(
+        RegistryOpts::default()
+            .basic_auth("alice", "s3cret")
+            .redirect_blobs(),
+    );
+    let blob = registry.push_blob("redirect/app", b"stored elsewhere");
+    let answer = registry.get_blob("redirect/app", &blob.digest);
+    assert_eq!(answer.status, 307, "{}", answer.text());
+    let store = registry.blob_store().expect("a blob store");
+    let hex = blob.digest.strip_prefix("sha256:").unwrap();
+    let path = format!("/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
+    let location = answer.header("location").expect("Location");
+    assert_eq!(location, format!("{}{}", store.base_url(), &path[1..]));
+    assert!(
+        !location.starts_with(&registry.url("/")),
+        "the store is another origin"
+    );
+
+    let fetched = registry.anonymous_client().get(location);
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.body, &b"stored elsewhere"[..]);
+    let seen = store.requests();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path()),
+        ("GET", path.as_str())
+    );
+    assert!(
+        seen[0].headers.get("user-agent").is_some(),
+        "headers are recorded"
+    );
+    let outside = format!("{}docker/../../config.yml", store.base_url());
+    assert_eq!(
+        registry.anonymous_client().get(&outside).status,
+        404,
+        "only the storage root is served"
+    );
+}
+
+#[test]
+fn fake_routes_answer_by_path_and_record_requests() {
+    let pki = Pki::new();
+    let fake = FakeRoutes::new()
+        .registry()
+        .manifest("f/app", "v1", OCI_MANIFEST, b"{}")
+        .blob("f/app", b"bytes")
+        .redirect_blob("f/app", "sha256:00", "https://elsewhere.example/x?sig=1")
+        .start(&pki);
+    let client = Client::new(&pki.ca_pem());
+    assert_eq!(client.get(&fake.url("/v2/")).status, 200);
+    let manifest = client.get(&fake.url("/v2/f/app/manifests/v1?ignored=1"));
+    assert_eq!(
+        (manifest.header("content-type"), &manifest.body[..]),
+        (Some(OCI_MANIFEST), &b"{}"[..])
+    );
+    let blob = client.get(&fake.url(&format!("/v2/f/app/blobs/{}", sha256_digest(b"bytes"))));
+    assert_eq!(blob.body, &b"bytes"[..]);
+    let redirect = client.get(&fake.url("/v2/f/app/blobs/sha256:00"));
+    assert_eq!(
+        (redirect.status, redirect.header("location")),
+        (307, Some("https://elsewhere.example/x?sig=1"))
+    );
+    assert_eq!(client.get(&fake.url("/v2/other")).status, 404);
+    let post = client.request("POST", &fake.url("/v2/"), &[], Vec::new());
+    assert_eq!(post.status, 404, "GET only");
+    let seen: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path_and_query))
+        .collect();
+    assert_eq!(seen[1], "GET /v2/f/app/manifests/v1?ignored=1");
+    assert_eq!(seen.len(), 6);
+}
+
+#[test]
+fn hanging_server_accepts_and_never_answers() {
+    let hanging = HangingServer::start();
+    let stream = std::net::TcpStream::connect(hanging.host()).unwrap();
+    hanging.wait_for_connection(Duration::from_secs(5));
+    assert_eq!(hanging.accepted(), 1);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let read = (&stream).read(&mut buf);
+    assert!(
+        read.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+        "nothing is ever said: {read:?}"
+    );
+}
+
+#[test]
+fn a_spawned_run_can_be_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let running = Run::program("sh")
+        .args([
+            "-c",
+            "trap 'echo got-term >&2; exit 7' TERM; echo up; : > \"$READY\"; \
+             while :; do sleep 0.05; done",
+        ])
+        .env("READY", &ready)
+        .spawn();
+    // The trap is set once the file exists; signalled earlier, sh would just die.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "sh never got ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running.signal("TERM");
+    let out = running.wait(Duration::from_secs(10));
+    out.assert_code(7);
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("up\n", "got-term\n")
+    );
+}

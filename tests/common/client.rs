@@ -1,5 +1,6 @@
 //! A synchronous HTTPS client for the harness itself (pushing, reading back): hyper + hyper-rustls
-//! trusting only the test CA, answering Basic and Bearer challenges as a registry client does.
+//! trusting only the test CA (plain HTTP for `http://` URLs, as plain-HTTP test registries need),
+//! answering Basic and Bearer challenges as a registry client does.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -57,7 +58,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// An anonymous client trusting exactly the CA certificates in `ca_pem`.
+    /// An anonymous client trusting exactly the CA certificates in `ca_pem` for `https://` URLs.
     pub fn new(ca_pem: &Path) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -65,7 +66,7 @@ impl Client {
             .expect("client runtime");
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(client_config(ca_pem))
-            .https_only()
+            .https_or_http()
             .enable_http1()
             .build();
         Client {

@@ -73,6 +73,13 @@ impl Extract {
 
     /// Runs `extract --no-cluster` into `out`.
     pub fn run(&self, out: &Path) -> RunOutput {
+        self.command(out).run()
+    }
+
+    /// Writes images.json and returns the `extract --no-cluster` command line into `out`, for a
+    /// test that starts it itself (`Run::spawn`, to signal it) or sets a timeout. The files it
+    /// names live in this `Extract`'s temp dir: keep the `Extract` until the run is over.
+    pub fn command(&self, out: &Path) -> Run {
         let images_json = self.images_json_path();
         std::fs::write(&images_json, serde_json::to_vec(&self.images).unwrap())
             .expect("write images.json");
@@ -89,7 +96,7 @@ impl Extract {
         for (name, value) in &self.env {
             run = run.env(name, value);
         }
-        run.run()
+        run
     }
 }
 

@@ -1,5 +1,6 @@
-//! A real CNCF distribution registry (`docker-registry serve`) per test: TLS from the test PKI,
-//! storage in a temp dir, optional htpasswd or token auth. Killed on Drop.
+//! A real CNCF distribution registry (`docker-registry serve`) per test: TLS from the test PKI
+//! (or plain HTTP), storage in a temp dir, optional htpasswd or token auth, optionally blobs
+//! redirected to a store on another origin. Killed on Drop.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,12 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use tempfile::TempDir;
 
+use super::blob_store::BlobStore;
 use super::client::{Client, HttpResponse};
 use super::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use super::pki::Pki;
-use super::token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenServer};
+use super::registry_config::{Config, IDENTITY_HEADER, auth_config};
+use super::token::TokenServer;
 
 /// How long the registry gets to answer `/v2/`; it normally takes well under a second.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +49,10 @@ pub struct RegistryOpts {
     /// registries under a single CA.
     pub pki: Option<Pki>,
     pub auth: RegistryAuth,
+    /// Plain HTTP instead of TLS (the PKI is then unused by the registry).
+    pub plain_http: bool,
+    /// Blob GETs answer 307 to a `BlobStore` the registry owns (storage middleware `redirect`).
+    pub redirect_blobs: bool,
 }
 
 impl RegistryOpts {
@@ -69,23 +76,38 @@ impl RegistryOpts {
         self.pki = Some(pki.clone());
         self
     }
+
+    /// Serve plain HTTP, as a registry reached with `--insecure-registry` may.
+    pub fn plain_http(mut self) -> Self {
+        self.plain_http = true;
+        self
+    }
+
+    /// Redirect blob downloads to a `BlobStore` on another port (same PKI), as registries
+    /// backed by object storage do; see `Registry::blob_store`.
+    pub fn redirect_blobs(mut self) -> Self {
+        self.redirect_blobs = true;
+        self
+    }
 }
 
 pub struct Registry {
     // Declared first so it is dropped first: the process dies before its directory goes.
     process: KillOnDrop,
+    scheme: &'static str,
     port: u16,
     pki: Pki,
     credentials: Option<(String, String)>,
     token_server: Option<TokenServer>,
+    blob_store: Option<BlobStore>,
     /// Authenticated as the configured user, for pushes and reads.
     client: Client,
     dir: TempDir,
 }
 
 impl Registry {
-    /// Starts a registry and waits until `GET /v2/` answers over TLS (200 or 401); panics with
-    /// the registry's log if it does not within 10 s.
+    /// Starts a registry and waits until `GET /v2/` answers (200 or 401); panics with the
+    /// registry's log if it does not within 10 s.
     pub fn start(opts: RegistryOpts) -> Self {
         let pki = opts.pki.unwrap_or_else(Pki::new);
         let dir = tempfile::Builder::new()
@@ -97,6 +119,10 @@ impl Registry {
             _ => None,
         };
         let auth = auth_config(&opts.auth, dir.path(), token_server.as_ref());
+        let blob_store = opts
+            .redirect_blobs
+            .then(|| BlobStore::start(&pki, &dir.path().join("storage")));
+        let scheme = if opts.plain_http { "http" } else { "https" };
         let credentials = match opts.auth {
             RegistryAuth::Anonymous => None,
             RegistryAuth::Basic { user, pass } | RegistryAuth::Token { user, pass } => {
@@ -107,21 +133,38 @@ impl Registry {
             None => Client::new(&pki.ca_pem()),
             Some((user, pass)) => Client::new(&pki.ca_pem()).with_credentials(user, pass),
         };
+        // Anonymous: 401 counts as up, and no token flow is needed to see that.
+        let probe_client = Client::new(&pki.ca_pem());
         let config_path = dir.path().join("config.yml");
         let log_path = dir.path().join("registry.log");
-        for _ in 0..PORT_ATTEMPTS {
+        for attempt in 0..PORT_ATTEMPTS {
             let port = free_port();
-            let config = config(dir.path(), &pki, port, auth.as_ref());
-            std::fs::write(&config_path, config).expect("write registry config");
+            let identity = format!("{}-{attempt}", dir_name(dir.path()));
+            let config = Config {
+                dir: dir.path(),
+                pki: (!opts.plain_http).then_some(&pki),
+                port,
+                identity: &identity,
+                auth: auth.as_ref(),
+                redirect: blob_store.as_ref().map(BlobStore::base_url),
+            };
+            std::fs::write(&config_path, config.render()).expect("write registry config");
             let mut process = spawn_registry(&config_path, &log_path);
-            match wait_ready(&mut process, port, &pki, &log_path) {
+            let probe = Probe {
+                url: format!("{scheme}://127.0.0.1:{port}/v2/"),
+                identity: &identity,
+                client: &probe_client,
+            };
+            match wait_ready(&mut process, &probe, &log_path) {
                 Ready::Yes => {
                     return Registry {
                         process,
+                        scheme,
                         port,
                         pki,
                         credentials,
                         token_server,
+                        blob_store,
                         client,
                         dir,
                     };
@@ -138,9 +181,10 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `https://127.0.0.1:<port><path>`; `path` starts with '/'.
+    /// `https://127.0.0.1:<port><path>` (`http://` for a plain-HTTP registry); `path` starts
+    /// with '/'.
     pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.host())
+        format!("{}://{}{path}", self.scheme, self.host())
     }
 
     pub fn pki(&self) -> &Pki {
@@ -174,6 +218,11 @@ impl Registry {
     /// Present when the registry uses token auth.
     pub fn token_server(&self) -> Option<&TokenServer> {
         self.token_server.as_ref()
+    }
+
+    /// Where blob downloads are redirected, with `RegistryOpts::redirect_blobs`.
+    pub fn blob_store(&self) -> Option<&BlobStore> {
+        self.blob_store.as_ref()
     }
 
     /// `storage.filesystem.rootdirectory`.
@@ -232,11 +281,15 @@ enum Ready {
     PortTaken,
 }
 
-/// Waits until the registry on `port` answers `GET /v2/` over TLS with 200 or 401.
-fn wait_ready(process: &mut KillOnDrop, port: u16, pki: &Pki, log: &Path) -> Ready {
-    // Anonymous: 401 counts as up, and no token flow is needed to see that.
-    let probe = Client::new(&pki.ca_pem());
-    let url = format!("https://127.0.0.1:{port}/v2/");
+/// How to tell that our registry is up: `GET url` answers 200 or 401 carrying our identity.
+struct Probe<'a> {
+    url: String,
+    identity: &'a str,
+    client: &'a Client,
+}
+
+/// Waits until the registry answers the probe.
+fn wait_ready(process: &mut KillOnDrop, probe: &Probe, log: &Path) -> Ready {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if let Some(status) = process.0.try_wait().expect("poll registry") {
@@ -246,17 +299,28 @@ fn wait_ready(process: &mut KillOnDrop, port: u16, pki: &Pki, log: &Path) -> Rea
             }
             panic!("registry exited ({status}) during startup; log:\n{log}");
         }
-        // Another test's server may hold the port until ours binds; it fails our CA check.
-        let answer = probe.try_request("GET", &url, &[], Vec::new());
-        if matches!(answer, Ok(response) if response.status == 200 || response.status == 401) {
+        // Another test's server may hold the port until ours binds: it fails our CA check
+        // (TLS) or lacks our identity header (plain HTTP).
+        let answer = probe.client.try_request("GET", &probe.url, &[], Vec::new());
+        if matches!(answer, Ok(response)
+            if (response.status == 200 || response.status == 401)
+                && response.header(IDENTITY_HEADER) == Some(probe.identity))
+        {
             return Ready::Yes;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!(
-        "registry on port {port} not ready within {START_TIMEOUT:?}; log:\n{}",
+        "registry at {} not ready within {START_TIMEOUT:?}; log:\n{}",
+        probe.url,
         read_log(log)
     );
+}
+
+/// The temp dir's own name, unique on this machine while it exists.
+fn dir_name(dir: &Path) -> String {
+    let name = dir.file_name().expect("temp dir has a name");
+    name.to_string_lossy().into_owned()
 }
 
 fn read_log(path: &Path) -> String {
@@ -271,55 +335,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The config's `auth` section, if any; writes the htpasswd file into `dir` for Basic.
-fn auth_config(
-    auth: &RegistryAuth,
-    dir: &Path,
-    token_server: Option<&TokenServer>,
-) -> Option<serde_json::Value> {
-    match auth {
-        RegistryAuth::Anonymous => None,
-        RegistryAuth::Basic { user, pass } => {
-            let htpasswd = dir.join("htpasswd");
-            std::fs::write(&htpasswd, bcrypt_htpasswd(user, pass)).expect("write htpasswd");
-            Some(json!({"htpasswd": {"realm": "harness-registry", "path": htpasswd}}))
-        }
-        RegistryAuth::Token { .. } => {
-            let token_server = token_server.expect("token auth needs its token server");
-            Some(json!({"token": {
-                "realm": token_server.realm(),
-                "service": TOKEN_SERVICE,
-                "issuer": TOKEN_ISSUER,
-                "rootcertbundle": token_server.signing_cert_pem(),
-            }}))
-        }
-    }
-}
-
-/// distribution reads YAML, and JSON is YAML: serde_json quotes every path safely.
-fn config(dir: &Path, pki: &Pki, port: u16, auth: Option<&serde_json::Value>) -> String {
-    let mut config = json!({
-        "version": "0.1",
-        "log": {"level": "warn", "formatter": "text"},
-        "storage": {
-            "filesystem": {"rootdirectory": dir.join("storage")},
-            "delete": {"enabled": true},
-            // Purging stale uploads at startup is pointless in a fresh directory.
-            "maintenance": {"uploadpurging": {"enabled": false}},
-        },
-        "http": {
-            "addr": format!("127.0.0.1:{port}"),
-            // Signs upload state; set so the registry does not warn and make one up.
-            "secret": format!("harness-{}-{port}", std::process::id()),
-            "tls": {"certificate": pki.cert_pem(), "key": pki.key_pem()},
-        },
-    });
-    if let Some(auth) = auth {
-        config["auth"] = auth.clone();
-    }
-    serde_json::to_string_pretty(&config).expect("serialize registry config")
 }
 
 fn spawn_registry(config: &Path, log: &Path) -> KillOnDrop {
@@ -340,18 +355,4 @@ fn spawn_registry(config: &Path, log: &Path) -> KillOnDrop {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
-}
-
-/// One `user:bcrypt-hash` line; distribution's htpasswd backend accepts bcrypt only.
-fn bcrypt_htpasswd(user: &str, pass: &str) -> Vec<u8> {
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", user, pass])
-        .output()
-        .expect("run htpasswd (apache2-utils)");
-    assert!(
-        out.status.success(),
-        "htpasswd failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }

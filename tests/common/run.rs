@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,12 @@ impl Run {
 
     /// Runs to completion; panics (after killing it) when it outlives the timeout.
     pub fn run(&self) -> RunOutput {
+        self.spawn().wait(self.timeout)
+    }
+
+    /// Starts the program and returns at once, for a test that acts on it while it runs
+    /// (signals it); `Running::wait` collects the result.
+    pub fn spawn(&self) -> Running {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -111,31 +117,76 @@ impl Run {
         // Drained on threads: a child blocked on a full pipe would never exit.
         let stdout = drain(child.stdout.take().expect("piped stdout"));
         let stderr = drain(child.stderr.take().expect("piped stderr"));
-        let deadline = Instant::now() + self.timeout;
+        Running {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            what: format!("{} {:?}", self.program.display(), self.args),
+        }
+    }
+}
+
+/// A started program. Killed and reaped if dropped before `wait`.
+pub struct Running {
+    child: Child,
+    // Taken by `wait`.
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+    /// The command line, for messages.
+    what: String,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a name `kill` knows: TERM, INT, …) with kill(1); the crate forbids the
+    /// unsafe code a direct kill(2) would take.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits for the exit; panics (after killing it) when it outlives `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> RunOutput {
+        let deadline = Instant::now() + timeout;
         let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for child") {
+            if let Some(status) = self.child.try_wait().expect("wait for child") {
                 break Some(status);
             }
             if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = self.child.kill();
+                let _ = self.child.wait();
                 break None;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // The pipes close once the child is gone, so the readers end.
+        let read = |pipe: Option<JoinHandle<String>>| pipe.expect("not waited yet").join();
         let output = RunOutput {
             code: status.and_then(|s| s.code()),
-            stdout: stdout.join().expect("stdout reader"),
-            stderr: stderr.join().expect("stderr reader"),
+            stdout: read(self.stdout.take()).expect("stdout reader"),
+            stderr: read(self.stderr.take()).expect("stderr reader"),
         };
         assert!(
             status.is_some(),
-            "{} {:?} still running after {:?}; killed.\n{output}",
-            self.program.display(),
-            self.args,
-            self.timeout
+            "{} still running after {timeout:?}; killed.\n{output}",
+            self.what
         );
         output
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Already reaped after `wait`; then both calls are harmless no-ops.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -34,6 +34,7 @@ impl Request {
 }
 
 /// What the handler returns.
+#[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
