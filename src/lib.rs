@@ -9,6 +9,7 @@ pub mod cli;
 pub mod extract;
 pub mod images;
 pub mod layers;
+pub mod mirrors;
 pub mod profiles;
 pub mod publish;
 pub mod reference;
