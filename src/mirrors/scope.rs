@@ -15,11 +15,11 @@ use crate::reference::Reference;
 /// where to cut that string when rewriting it onto a mirror.
 pub(super) fn covered_len(pattern: &str, reference: &Reference) -> Option<usize> {
     if let Some(domain) = pattern.strip_prefix("*.") {
-        // A wildcard names hosts only: a port on the reference means it is not covered (the
-        // node would match it, then fail to rewrite it; vector 13).
+        // A wildcard names hosts only. A registry with a port ends with the port, never with
+        // the (port-free) domain, so `registry.redhat.io:8443` is not covered (the node would
+        // match it, then fail to rewrite it; vector 13).
         let host = &reference.registry;
-        return (is_wildcard_domain(domain) && !host.contains(':') && is_subdomain(host, domain))
-            .then_some(host.len());
+        return (is_wildcard_domain(domain) && is_subdomain(host, domain)).then_some(host.len());
     }
     if pattern.is_empty() {
         return None;
