@@ -572,3 +572,6 @@ impl fmt::Display for ObjectList<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
