@@ -399,6 +399,7 @@ impl MirrorTable {
                     }))
                 })?;
                 sources.push(self.pull_source(
+                    reference,
                     physical,
                     SourceOrigin::Mirror {
                         source: group.source.clone(),
@@ -408,6 +409,7 @@ impl MirrorTable {
             }
         }
         sources.push(self.pull_source(
+            reference,
             reference.clone(),
             SourceOrigin::Source {
                 matched: matched.map(|(group, _)| group.source.clone()),
@@ -416,9 +418,14 @@ impl MirrorTable {
         Ok(sources)
     }
 
-    fn pull_source(&self, reference: Reference, origin: SourceOrigin) -> PullSource {
+    fn pull_source(
+        &self,
+        image: &Reference,
+        reference: Reference,
+        origin: SourceOrigin,
+    ) -> PullSource {
         PullSource {
-            blocked: self.blocked(&reference),
+            blocked: self.blocked(&reference).or_else(|| self.not_allowed(image)),
             insecure: self
                 .scopes
                 .insecure
@@ -449,13 +456,20 @@ impl MirrorTable {
         {
             return Some(format!("blockedRegistries scope {scope}"));
         }
+        None
+    }
+
+    /// `allowedRegistries` is judged on the image's name as written, not on the mirror pulled from: the
+    /// node enforces it through policy.json, which sees the original reference. So an allowed image may
+    /// come from any mirror, and an image outside the list is refused from every source.
+    fn not_allowed(&self, image: &Reference) -> Option<String> {
         let allowed = self.scopes.allowed.is_empty()
             || self
                 .scopes
                 .allowed
                 .iter()
-                .any(|scope| scope::covered_len(scope, reference).is_some());
-        (!allowed).then(|| "not in allowedRegistries".to_string())
+                .any(|scope| scope::covered_len(scope, image).is_some());
+        (!allowed).then(|| format!("{} is not in allowedRegistries", image.name()))
     }
 }
 

@@ -1340,31 +1340,42 @@ fn blocked_scopes() {
 }
 
 #[test]
-fn allowed_scopes_block_everything_outside_them() {
+fn allowed_scopes_judge_the_image_name_not_the_mirror() {
     let table = MirrorTable::new(
         &[idms(
             "x",
             vec![rule("quay.io/x", &["mirror.local/x", "other.local/x"])],
         )],
-        &scopes(&["quay.io", "mirror.local/x", "*.corp.com"], &[], &[]),
+        &scopes(&["quay.io", "*.corp.com"], &[], &[]),
     );
-    let pulls = table.pull_sources(&r("quay.io/x/img@D")).unwrap();
+    // As on the node (policy.json sees the reference as written): an allowed image may come from any
+    // of its mirrors, allowed or not.
     assert_eq!(
-        render(&pulls),
+        sources_of(&table, "quay.io/x/img@D"),
         [
             d("mirror.local/x/img@D"),
-            d("✗other.local/x/img@D"),
+            d("other.local/x/img@D"),
             d("quay.io/x/img@D")
         ]
     );
-    assert_eq!(
-        pulls[1].blocked.as_deref(),
-        Some("not in allowedRegistries")
-    );
     assert_eq!(sources_of(&table, "reg.corp.com/a:1"), ["reg.corp.com/a:1"]);
-    assert_eq!(sources_of(&table, "docker.io/a/b:1"), ["✗docker.io/a/b:1"]);
+    let pulls = table.pull_sources(&r("docker.io/a/b:1")).unwrap();
+    assert_eq!(render(&pulls), ["✗docker.io/a/b:1"]);
+    assert_eq!(
+        pulls[0].blocked.as_deref(),
+        Some("docker.io/a/b is not in allowedRegistries")
+    );
     // Allowed scopes match ports exactly.
     assert_eq!(sources_of(&table, "quay.io:443/a:1"), ["✗quay.io:443/a:1"]);
+    // An image outside the list is refused from its mirrors too.
+    let table = MirrorTable::new(
+        &[idms("y", vec![rule("evil.io/x", &["mirror.local/x"])])],
+        &scopes(&["quay.io", "mirror.local"], &[], &[]),
+    );
+    assert_eq!(
+        sources_of(&table, "evil.io/x/img@D"),
+        [d("✗mirror.local/x/img@D"), d("✗evil.io/x/img@D")]
+    );
 }
 
 #[test]
@@ -1372,7 +1383,7 @@ fn blocking_reasons_have_a_precedence() {
     // NeverContactSource, then blockedRegistries, then allowedRegistries.
     let table = MirrorTable::new(
         &[idms("n", vec![never("quay.io/x", &["m.local/x"])])],
-        &scopes(&["m.local"], &["quay.io"], &[]),
+        &scopes(&["m.local", "quay.io"], &["quay.io"], &[]),
     );
     let pulls = table.pull_sources(&r("quay.io/x/a@D")).unwrap();
     assert_eq!(pulls[0].blocked, None);
@@ -1384,6 +1395,11 @@ fn blocking_reasons_have_a_precedence() {
     assert_eq!(
         pulls[0].blocked.as_deref(),
         Some("blockedRegistries scope quay.io")
+    );
+    let pulls = table.pull_sources(&r("docker.io/y/a@D")).unwrap();
+    assert_eq!(
+        pulls[0].blocked.as_deref(),
+        Some("docker.io/y/a is not in allowedRegistries")
     );
 }
 
