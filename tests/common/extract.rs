@@ -14,6 +14,8 @@ pub struct Extract {
     images: serde_json::Map<String, Value>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// How the binary reads the cluster: `--no-cluster` unless a test says otherwise.
+    cluster: Vec<OsString>,
 }
 
 impl Default for Extract {
@@ -29,7 +31,20 @@ impl Extract {
             images: serde_json::Map::new(),
             args: Vec::new(),
             env: Vec::new(),
+            cluster: vec!["--no-cluster".into()],
         }
+    }
+
+    /// Reads the cluster from a directory of dumps.
+    pub fn cluster_dir(mut self, dir: &Path) -> Self {
+        self.cluster = vec!["--cluster-dir".into(), dir.into()];
+        self
+    }
+
+    /// Reads the cluster from the API server a kubeconfig names (kube's defaults, via KUBECONFIG).
+    pub fn kubeconfig(mut self, kubeconfig: &Path) -> Self {
+        self.cluster = Vec::new();
+        self.env("KUBECONFIG", kubeconfig)
     }
 
     /// Trusts the registry's CA and uses its credentials (the usual set-up).
@@ -71,12 +86,12 @@ impl Extract {
         self.dir.path().join("images.json")
     }
 
-    /// Runs `extract --no-cluster` into `out`.
+    /// Runs `extract` into `out`.
     pub fn run(&self, out: &Path) -> RunOutput {
         self.command(out).run()
     }
 
-    /// Writes images.json and returns the `extract --no-cluster` command line into `out`, for a
+    /// Writes images.json and returns the `extract` command line into `out`, for a
     /// test that starts it itself (`Run::spawn`, to signal it) or sets a timeout. The files it
     /// names live in this `Extract`'s temp dir: keep the `Extract` until the run is over.
     pub fn command(&self, out: &Path) -> Run {
@@ -85,7 +100,7 @@ impl Extract {
             .expect("write images.json");
         let mut run = Run::new()
             .arg("extract")
-            .arg("--no-cluster")
+            .args(self.cluster.iter().cloned())
             .arg("--log-format")
             .arg("json")
             .arg("--images-json")
