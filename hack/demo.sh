@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The demo: a local TLS registry with htpasswd auth, two sample provider images pushed to it, and
-# `provider-images extract` run against it; prints the published tree and index.json, then stops
-# everything it started. Re-runnable. Needs root for apt-get on a fresh machine.
+# The demo: the whole disconnected flow on one machine. A TLS mirror registry (CA made just now, htpasswd
+# auth) holds two sample provider images; a cluster dump (as `oc get -o yaml` prints it) says that
+# quay.io and registry.ci.openshift.org are mirrored there (ImageDigestMirrorSet, ImageContentSourcePolicy),
+# carries the mirror's CA in trusted-ca-bundle and the pull secret; images.json names the *source*
+# registries by digest. `resolve` shows the plan, `extract` pulls from the mirror and publishes the tree.
+# Stops everything it started; re-runnable. Needs root for apt-get on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -22,7 +25,7 @@ make_pki "$LAB"
 PORT=$(free_port)
 REGISTRY=127.0.0.1:$PORT
 start_registry "$LAB" "$PORT" demo demo-password
-echo "== registry https://$REGISTRY (TLS from a CA made just now, htpasswd auth)"
+echo "== mirror registry https://$REGISTRY (TLS from a CA made just now, htpasswd auth)"
 
 # Sample provider images: a shared base layer, then each provider's manifests layer (gzip and zstd).
 mkdir -p "$LAB/base/usr/bin" "$LAB/aws/capi-operator-manifests/default" "$LAB/gcp/capi-operator-manifests"/{default,techpreview}
@@ -68,24 +71,83 @@ AWS_DIGEST=$(oci_image "$LAB/oci-aws" v1 amd64 "$LAB/base.tar.gz" "$LAB/aws.tar.
 GCP_DIGEST=$(oci_image "$LAB/oci-gcp" v1 amd64 "$LAB/base.tar.gz" "$LAB/gcp.tar.zst")
 # skopeo reads every *.crt of a directory as a CA (and *.key as client keys), so the CA gets its own.
 mkdir -p "$LAB/skopeo-certs" && cp "$LAB/ca.crt" "$LAB/skopeo-certs/"
-for name in aws gcp; do
+push() {
     skopeo copy --quiet --dest-creds demo:demo-password --dest-cert-dir "$LAB/skopeo-certs" --preserve-digests \
-        "oci:$LAB/oci-$name:v1" "docker://$REGISTRY/openshift/capi-$name:v1"
-done
-echo "== pushed $REGISTRY/openshift/capi-aws@$AWS_DIGEST"
-echo "== pushed $REGISTRY/openshift/capi-gcp@$GCP_DIGEST"
+        "oci:$1:v1" "docker://$REGISTRY/$2:v1"
+    echo "== mirrored $2 to $REGISTRY/$2"
+}
+push "$LAB/oci-aws" ocp4/capi-aws
+push "$LAB/oci-gcp" ci/capi-gcp
+
+# The cluster, as `oc get <kind> -o yaml` dumps it (what an admin collects with must-gather).
+CLUSTER=$LAB/cluster
+mkdir -p "$CLUSTER"
+cat >"$CLUSTER/imagedigestmirrorsets.yaml" <<YAML
+apiVersion: v1
+kind: List
+items:
+- apiVersion: config.openshift.io/v1
+  kind: ImageDigestMirrorSet
+  metadata:
+    name: release-mirror
+  spec:
+    imageDigestMirrors:
+    - source: quay.io/openshift
+      mirrors:
+      - $REGISTRY/ocp4
+YAML
+cat >"$CLUSTER/imagecontentsourcepolicies.yaml" <<YAML
+apiVersion: v1
+kind: List
+items:
+- apiVersion: operator.openshift.io/v1alpha1
+  kind: ImageContentSourcePolicy
+  metadata:
+    name: ci-mirror
+  spec:
+    repositoryDigestMirrors:
+    - source: registry.ci.openshift.org/openshift
+      mirrors:
+      - $REGISTRY/ci
+YAML
+cat >"$CLUSTER/image.yaml" <<YAML
+apiVersion: config.openshift.io/v1
+kind: Image
+metadata:
+  name: cluster
+spec:
+  registrySources: {}
+YAML
+{
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: trusted-ca-bundle\n  namespace: openshift-config-managed\ndata:\n  ca-bundle.crt: |\n'
+    sed 's/^/    /' "$LAB/ca.crt"
+} >"$CLUSTER/trusted-ca-bundle.yaml"
+AUTHS=$(printf '{"auths":{"%s":{"auth":"%s"},"quay.io":{"auth":"%s"}}}' "$REGISTRY" \
+    "$(printf demo:demo-password | base64)" "$(printf unused:unused | base64)")
+cat >"$CLUSTER/pull-secret.yaml" <<YAML
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/dockerconfigjson
+metadata:
+  name: pull-secret
+  namespace: openshift-config
+data:
+  .dockerconfigjson: $(printf '%s' "$AUTHS" | base64 -w0)
+YAML
 
 cat >"$LAB/images.json" <<JSON
 {
-  "aws-cluster-api-controllers": "$REGISTRY/openshift/capi-aws@$AWS_DIGEST",
-  "gcp-cluster-api-controllers": "$REGISTRY/openshift/capi-gcp:v1"
+  "aws-cluster-api-controllers": "quay.io/openshift/capi-aws@$AWS_DIGEST",
+  "gcp-cluster-api-controllers": "registry.ci.openshift.org/openshift/capi-gcp@$GCP_DIGEST"
 }
 JSON
-printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf demo:demo-password | base64)" >"$LAB/pull-secret.json"
+echo "== images.json names the source registries (unreachable here):"
+cat "$LAB/images.json"
 
-echo "== provider-images extract"
-"$BIN" extract --no-cluster --images-json "$LAB/images.json" --output "$LAB/out" \
-    --pull-secret "$LAB/pull-secret.json" --ca-file "$LAB/ca.crt" --log-format text
+echo "== provider-images resolve --cluster-dir cluster/ --images-json images.json"
+"$BIN" resolve --cluster-dir "$CLUSTER" --images-json "$LAB/images.json" --log-format text 2>/dev/null
+echo "== provider-images extract --cluster-dir cluster/ --images-json images.json --output out/"
+"$BIN" extract --cluster-dir "$CLUSTER" --images-json "$LAB/images.json" --output "$LAB/out" --log-format text
 echo "== the published tree (the operator reads it through the links)"
 (cd "$LAB/out" && find . -maxdepth 1 -mindepth 1 | sort | while read -r entry; do
     if [ -L "$entry" ]; then echo "$entry -> $(readlink "$entry")"; else echo "$entry"; fi
