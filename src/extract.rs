@@ -177,14 +177,15 @@ pub async fn extract(
     options: &ExtractOptions,
 ) -> Result<Summary, ExtractError> {
     let total = entries.len();
+    let run = Run {
+        client,
+        planner,
+        layers: LayerCache::default(),
+        platform: options.platform.clone(),
+        limits: options.limits,
+    };
     let results: Vec<Result<PulledImage, ImageFailure>> = futures_util::stream::iter(entries)
-        .map(|entry| {
-            let client = client.clone();
-            let planner = planner.clone();
-            let platform = options.platform.clone();
-            let limits = options.limits;
-            async move { pull_image(&client, &planner, entry, &platform, limits).await }
-        })
+        .map(|entry| pull_image(&run, entry))
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
@@ -213,19 +214,50 @@ pub async fn extract(
     })
 }
 
-async fn pull_image(
-    client: &RegistryClient,
-    planner: &Planner,
-    entry: ImageEntry,
-    platform: &Platform,
+/// What every image of a run shares.
+struct Run {
+    client: Arc<RegistryClient>,
+    planner: Arc<Planner>,
+    layers: LayerCache,
+    platform: Platform,
     limits: Limits,
-) -> Result<PulledImage, ImageFailure> {
+}
+
+/// Layers already unpacked in this run, by digest: a base layer shared by a dozen provider images is
+/// downloaded and walked once, and images asking for it meanwhile wait for that one pull. Contributions
+/// are content-addressed and verified, so one from any source serves all; a failure is not kept, so the
+/// next asker (perhaps through another source) tries again.
+#[derive(Default)]
+struct LayerCache {
+    cells: std::sync::Mutex<
+        std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Contribution>>>,
+    >,
+}
+
+impl LayerCache {
+    async fn get_or_pull(
+        &self,
+        digest: &str,
+        pull: impl std::future::Future<Output = Result<Contribution, ImageError>>,
+    ) -> Result<Contribution, ImageError> {
+        let cell = self
+            .cells
+            .lock()
+            .unwrap()
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| pull).await.cloned()
+    }
+}
+
+async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledImage, ImageFailure> {
     let failure = |attempts, plan_error| ImageFailure {
         reference: entry.reference_text.clone(),
         attempts,
         plan_error,
     };
-    let sources = match planner.plan(&entry.reference) {
+    let sources = match run.planner.plan(&entry.reference) {
         Ok(sources) => sources,
         Err(error) => return Err(failure(Vec::new(), Some(error))),
     };
@@ -241,15 +273,7 @@ async fn pull_image(
         }
         let started = Instant::now();
         tracing::info!(image = %entry.reference_text, source = %shown, "pulling");
-        match pull_from(
-            client,
-            &planned.source,
-            planned.pull.reference.object(),
-            platform,
-            limits,
-        )
-        .await
-        {
+        match pull_from(run, &planned.source, planned.pull.reference.object()).await {
             Ok(pulled) => {
                 let source_ref = format!("{}@{}", planned.source, pulled.resolved.top_digest);
                 tracing::info!(
@@ -300,13 +324,8 @@ struct Resolved {
     manifest: crate::registry::ImageManifest,
 }
 
-async fn pull_from(
-    client: &RegistryClient,
-    source: &Source,
-    object: &str,
-    platform: &Platform,
-    limits: Limits,
-) -> Result<Pulled, ImageError> {
+async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, ImageError> {
+    let (client, platform, limits) = (&run.client, &run.platform, run.limits);
     let resolved = resolve_manifest(client, source, object, platform).await?;
     let config = client.small_blob(source, &resolved.manifest.config).await?;
     check_config(
@@ -316,11 +335,10 @@ async fn pull_from(
         resolved.index_digest.is_some(),
         &source.to_string(),
     )?;
-    let layer_jobs = resolved
-        .manifest
-        .layers
-        .iter()
-        .map(|layer| pull_layer(client, source, layer, limits));
+    let layer_jobs = resolved.manifest.layers.iter().map(|layer| {
+        run.layers
+            .get_or_pull(&layer.digest, pull_layer(client, source, layer, limits))
+    });
     let contributions = futures_util::future::try_join_all(layer_jobs).await?;
     let mut subtree = Subtree::new();
     let mut bytes = config.len() as u64;

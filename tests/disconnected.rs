@@ -263,7 +263,10 @@ fn resolve_explains_the_plan_in_text_and_json() {
         "       not contacted: NeverContactSource in ImageDigestMirrorSet/release".to_string(),
         "  ConfigMap openshift-config-managed/trusted-ca-bundle key ca-bundle.crt: 1 certificate"
             .to_string(),
-        format!("pull secret: {}", dump.path().join("secrets.yaml").display()),
+        format!(
+            "pull secret: {}",
+            dump.path().join("secrets.yaml").display()
+        ),
     ];
     for line in expected_lines {
         assert!(

@@ -693,3 +693,44 @@ fn a_self_signed_mirror_certificate_in_the_bundle_is_trusted_for_its_own_names()
         AWS_MANIFESTS.as_bytes()
     );
 }
+
+#[test]
+fn a_layer_shared_by_images_is_fetched_once_per_run() {
+    let registry = basic_registry();
+    let base = base_layer();
+    let mut extract = Extract::new().registry(&registry);
+    let mut shared = None;
+    for name in ["one", "two", "three"] {
+        let image = registry.push_image(
+            &format!("p/{name}"),
+            Some("v1"),
+            &Image::new(vec![
+                base.clone(),
+                provider(&[("default", AWS_METADATA, &format!("image: {name}\n"))]),
+            ]),
+        );
+        shared = Some(image.layer_digests[0].clone());
+        extract = extract.image(name, &format!("{}/p/{name}:v1", registry.host()));
+    }
+    let out = tempfile::tempdir().unwrap();
+    extract.run(out.path()).assert_code(0);
+    let shared = shared.unwrap();
+    let log = registry.log();
+    let fetches = log
+        .lines()
+        .filter(|line| {
+            line.contains("provider-images/")
+                && line.contains(&format!("/blobs/{shared} "))
+                && line.contains("\"GET ")
+        })
+        .count();
+    assert_eq!(fetches, 1, "the shared base layer is fetched once:\n{log}");
+    let index = read_index(out.path());
+    for name in ["one", "two", "three"] {
+        let entry = index_image(&index, &format!("{}/p/{name}:v1", registry.host()));
+        assert_eq!(
+            read_subtree_file(out.path(), entry, "default/manifests.yaml"),
+            format!("image: {name}\n").as_bytes()
+        );
+    }
+}
