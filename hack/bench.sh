@@ -12,21 +12,7 @@ BASE_MIB=${BASE_MIB:-40}
 UNIQUE_MIB=${UNIQUE_MIB:-20}
 RUNS=${RUNS:-3}
 
-ensure_packages
-cargo build --release --quiet
-BIN=$PWD/target/release/provider-images
-
-LAB=$(mktemp -d /tmp/provider-images-bench.XXXXXX)
-cleanup() {
-    [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
-    rm -rf "$LAB"
-}
-trap cleanup EXIT
-make_pki "$LAB"
-PORT=$(free_port)
-REGISTRY=127.0.0.1:$PORT
-start_registry "$LAB" "$PORT" bench bench-password
-mkdir -p "$LAB/certs" && cp "$LAB/ca.crt" "$LAB/certs/"
+open_lab bench bench bench-password
 
 # Binary-like, compressible content: real executables and libraries of this machine, cut to size.
 fill() { # DIR MIB SEED

@@ -9,22 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
 
-ensure_packages
-cargo build --release --quiet
-BIN=$PWD/target/release/provider-images
-
-LAB=$(mktemp -d /tmp/provider-images-demo.XXXXXX)
-cleanup() {
-    [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
-    [ -n "${KEEP_LAB:-}" ] || rm -rf "$LAB"
-}
-trap cleanup EXIT
-
+open_lab demo demo demo-password
 echo "== lab in $LAB"
-make_pki "$LAB"
-PORT=$(free_port)
-REGISTRY=127.0.0.1:$PORT
-start_registry "$LAB" "$PORT" demo demo-password
 echo "== mirror registry https://$REGISTRY (TLS from a CA made just now, htpasswd auth)"
 
 # Sample provider images: a shared base layer, then each provider's manifests layer (gzip and zstd).
@@ -69,10 +55,8 @@ layer_from_dir "$LAB/aws" "$LAB/aws.tar.gz"
 layer_from_dir "$LAB/gcp" "$LAB/gcp.tar.zst"
 AWS_DIGEST=$(oci_image "$LAB/oci-aws" v1 amd64 "$LAB/base.tar.gz" "$LAB/aws.tar.gz")
 GCP_DIGEST=$(oci_image "$LAB/oci-gcp" v1 amd64 "$LAB/base.tar.gz" "$LAB/gcp.tar.zst")
-# skopeo reads every *.crt of a directory as a CA (and *.key as client keys), so the CA gets its own.
-mkdir -p "$LAB/skopeo-certs" && cp "$LAB/ca.crt" "$LAB/skopeo-certs/"
 push() {
-    skopeo copy --quiet --dest-creds demo:demo-password --dest-cert-dir "$LAB/skopeo-certs" --preserve-digests \
+    skopeo copy --quiet --dest-creds demo:demo-password --dest-cert-dir "$LAB/certs" --preserve-digests \
         "oci:$1:v1" "docker://$REGISTRY/$2:v1"
     echo "== mirrored $2 to $REGISTRY/$2"
 }

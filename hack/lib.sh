@@ -121,3 +121,26 @@ layer_from_dir() {
         *) cp "$out.difftar" "$out" ;;
     esac
 }
+
+# open_lab NAME USER PASS: installs what is missing, builds the release binary ($BIN), makes a lab dir
+# ($LAB, removed on exit unless KEEP_LAB is set) with a CA and a TLS registry with htpasswd auth on a free
+# port ($REGISTRY), stopped on exit. $LAB/certs holds only the CA (a cert dir for skopeo, which reads
+# every *.crt there as a CA and every *.key as a client key).
+open_lab() {
+    ensure_packages
+    cargo build --release --quiet
+    BIN=$PWD/target/release/provider-images
+    LAB=$(mktemp -d "/tmp/provider-images-$1.XXXXXX")
+    trap close_lab EXIT
+    make_pki "$LAB"
+    local port
+    port=$(free_port)
+    REGISTRY=127.0.0.1:$port
+    start_registry "$LAB" "$port" "$2" "$3"
+    mkdir -p "$LAB/certs" && cp "$LAB/ca.crt" "$LAB/certs/"
+}
+
+close_lab() {
+    [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
+    [ -n "${KEEP_LAB:-}" ] || rm -rf "$LAB"
+}
