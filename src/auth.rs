@@ -41,14 +41,21 @@ pub enum AuthError {
 pub struct Credential {
     pub username: String,
     password: String,
+    /// An OAuth2 refresh token (`identitytoken`): exchanged at the token realm for access tokens.
+    identity_token: Option<String>,
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Credential {{ username: {:?}, password: <redacted> }}",
-            self.username
+            "Credential {{ username: {:?}, password: <redacted>, identity_token: {} }}",
+            self.username,
+            if self.identity_token.is_some() {
+                "<redacted>"
+            } else {
+                "none"
+            }
         )
     }
 }
@@ -127,7 +134,8 @@ impl Keychain {
             .map_err(|e| bad(format!("not a .dockerconfigjson: {e}")))?;
         let mut entries = HashMap::new();
         for (key, auth) in config.auths.unwrap_or_default() {
-            let credential = match (&auth.auth, &auth.username, &auth.password) {
+            let identity_token = auth.identitytoken.clone().filter(|t| !t.is_empty());
+            let (username, password) = match (&auth.auth, &auth.username, &auth.password) {
                 (Some(encoded), _, _) if !encoded.is_empty() => {
                     let decoded = BASE64
                         .decode(encoded.trim())
@@ -135,23 +143,26 @@ impl Keychain {
                     let decoded = String::from_utf8(decoded)
                         .map_err(|_| bad(format!("auths[{key:?}].auth is not UTF-8")))?;
                     match decoded.split_once(':') {
-                        Some((user, password)) if !user.is_empty() => Credential {
-                            username: user.to_string(),
-                            password: password.trim_end_matches('\n').to_string(),
-                        },
+                        // With an identity token, docker writes `<token>:` here: the name is a placeholder.
+                        Some((user, password)) if !user.is_empty() || identity_token.is_some() => (
+                            user.to_string(),
+                            password.trim_end_matches('\n').to_string(),
+                        ),
                         _ => return Err(bad(format!("auths[{key:?}].auth is not user:password"))),
                     }
                 }
-                (_, Some(user), Some(password)) if !user.is_empty() => Credential {
-                    username: user.clone(),
-                    password: password.clone(),
-                },
-                _ => {
-                    if auth.identitytoken.is_some() {
-                        tracing::warn!(registry = %key, "identity tokens are not supported; entry ignored");
-                    }
-                    continue;
+                (_, Some(user), Some(password)) if !user.is_empty() => {
+                    (user.clone(), password.clone())
                 }
+                _ if identity_token.is_some() => {
+                    (auth.username.clone().unwrap_or_default(), String::new())
+                }
+                _ => continue,
+            };
+            let credential = Credential {
+                username,
+                password,
+                identity_token,
             };
             entries.insert(normalise_key(&key), credential);
         }
@@ -423,6 +434,9 @@ async fn fetch_token(
         .parse()
         .map_err(|_| TransportError::BadUrl(format!("token realm of {registry}")))?;
     let realm_url = SafeUrl::new(&uri);
+    let grant_form = credential
+        .and_then(|c| c.identity_token.as_deref())
+        .map(|refresh_token| refresh_token_form(refresh_token, service, scope));
     // Credentials go to a realm only over https, or back to the registry's own host.
     let same_host = uri.authority().map(|a| a.as_str()) == Some(registry);
     let authorization = match credential {
@@ -437,10 +451,21 @@ async fn fetch_token(
         }
         None => None,
     };
-    tracing::debug!(realm = %realm_url, registry, scope, with_credentials = authorization.is_some(), "requesting token");
-    let response = transport
-        .get(uri, &HeaderMap::new(), authorization.as_ref())
-        .await?;
+    tracing::debug!(realm = %realm_url, registry, scope, with_credentials = authorization.is_some(), refresh_token = grant_form.is_some(), "requesting token");
+    let response = match grant_form {
+        // The OAuth2 refresh-token grant, as docker and containers/image use an identity token.
+        Some(form) => {
+            let realm_only: Uri = realm
+                .parse()
+                .map_err(|_| TransportError::BadUrl(format!("token realm of {registry}")))?;
+            transport.post_form(realm_only, form).await?
+        }
+        None => {
+            transport
+                .get(uri, &HeaderMap::new(), authorization.as_ref())
+                .await?
+        }
+    };
     let status = response.status();
     if !status.is_success() {
         return Err(AuthError::TokenStatus {
@@ -481,6 +506,20 @@ async fn fetch_token(
         header: sensitive(&format!("Bearer {token}")),
         expires,
     })
+}
+
+/// `grant_type=refresh_token&…`, the form of an OAuth2 refresh-token grant at a registry token realm.
+fn refresh_token_form(refresh_token: &str, service: Option<&str>, scope: &str) -> String {
+    let mut form = format!(
+        "grant_type=refresh_token&client_id=provider-images&refresh_token={}&scope={}",
+        percent_encode(refresh_token),
+        percent_encode(scope)
+    );
+    if let Some(service) = service {
+        form.push_str("&service=");
+        form.push_str(&percent_encode(service));
+    }
+    form
 }
 
 fn percent_encode(value: &str) -> String {
@@ -541,6 +580,26 @@ mod tests {
             "the port is part of the key"
         );
         assert!(chain.lookup("quay.io.evil", "openshift/capi").is_none());
+    }
+
+    #[test]
+    fn identity_tokens_are_kept_as_refresh_tokens_and_never_shown() {
+        let chain = keychain(&format!(
+            r#"{{"auths":{{"r":{{"auth":"{}","identitytoken":"refresh-SECRET"}}}}}}"#,
+            BASE64.encode("<token>:")
+        ));
+        let credential = chain.lookup("r", "x").unwrap();
+        assert_eq!(credential.identity_token.as_deref(), Some("refresh-SECRET"));
+        assert!(!format!("{chain:?}").contains("refresh-SECRET"));
+        let bare = keychain(r#"{"auths":{"r":{"identitytoken":"t"}}}"#);
+        assert!(
+            bare.lookup("r", "x").is_some(),
+            "an identity token alone is a credential"
+        );
+        assert_eq!(
+            refresh_token_form("a&b", Some("svc"), "repository:x/y:pull"),
+            "grant_type=refresh_token&client_id=provider-images&refresh_token=a%26b&scope=repository%3Ax%2Fy%3Apull&service=svc"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, LOCATION, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -90,7 +90,7 @@ pub struct TransportConfig {
     pub response_timeout: Duration,
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct Transport {
     verified: HttpsClient,
@@ -166,7 +166,7 @@ impl Transport {
                 builder = builder.header(AUTHORIZATION, value);
             }
             let request = builder
-                .body(Empty::new())
+                .body(Full::default())
                 .map_err(|_| TransportError::BadUrl(SafeUrl::new(&current).to_string()))?;
             let response = self.send(request).await?;
             if !is_redirect(response.status()) {
@@ -190,9 +190,28 @@ impl Transport {
         })
     }
 
+    /// POSTs a form (an OAuth2 token grant). Redirects are not followed: a token endpoint answers itself.
+    pub async fn post_form(
+        &self,
+        url: Uri,
+        form: String,
+    ) -> Result<Response<Incoming>, TransportError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url.clone())
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|_| TransportError::BadUrl(SafeUrl::new(&url).to_string()))?;
+        self.send(request).await
+    }
+
     async fn send(
         &self,
-        request: Request<Empty<Bytes>>,
+        request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, TransportError> {
         let authority = Origin::of(request.uri())?.authority();
         let client = if self.is_insecure(&authority) {

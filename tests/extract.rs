@@ -734,3 +734,46 @@ fn a_layer_shared_by_images_is_fetched_once_per_run() {
         );
     }
 }
+
+#[test]
+fn an_identity_token_is_exchanged_at_the_realm_for_access_tokens() {
+    let registry = Registry::start(RegistryOpts::default().token_auth("robot", "pw-SECRET-token"));
+    registry.push_image(
+        "p/oauth",
+        Some("v1"),
+        &Image::new(vec![provider(&[("default", AWS_METADATA, AWS_MANIFESTS)])]),
+    );
+    let tokens = registry.token_server().expect("token auth");
+    tokens.clear_requests();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pull-secret.json");
+    let config = serde_json::json!({"auths": {registry.host(): {
+        "auth": base64_of("<token>:"),
+        "identitytoken": tokens.identity_token(),
+    }}});
+    std::fs::write(&secret, config.to_string()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .trust(&registry)
+        .arg("--pull-secret")
+        .arg(&secret)
+        .image("oauth", &format!("{}/p/oauth:v1", registry.host()))
+        .env("RUST_LOG", "trace")
+        .run(out.path());
+    run.assert_code(0);
+    let requests = tokens.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].path_and_query, "/token",
+        "a POST grant, nothing in the query"
+    );
+    assert!(
+        !requests[0].authorization,
+        "no Basic credentials with a refresh token"
+    );
+    assert_eq!(requests[0].scopes, ["repository:p/oauth:pull"]);
+    assert!(
+        !run.stderr.contains(&tokens.identity_token()),
+        "the identity token leaked"
+    );
+}

@@ -46,6 +46,11 @@ pub struct TokenServer {
     server: HttpsServer,
     dir: TempDir,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
+    identity_token: String,
+}
+
+fn identity_token(user: &str, pass: &str) -> String {
+    format!("identity-{user}-{pass}")
 }
 
 impl TokenServer {
@@ -68,6 +73,7 @@ impl TokenServer {
                     .expect("parse signing cert"),
             ),
             expected_authorization: basic_authorization(user, pass),
+            expected_refresh_token: identity_token(user, pass),
             subject: user.to_owned(),
         };
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -81,12 +87,19 @@ impl TokenServer {
             server,
             dir,
             requests,
+            identity_token: identity_token(user, pass),
         }
     }
 
     /// The URL for the registry's `auth.token.realm`.
     pub fn realm(&self) -> String {
         self.server.url("/token")
+    }
+
+    /// The identity (refresh) token this service accepts for the user, as a pull secret's
+    /// `identitytoken` carries one.
+    pub fn identity_token(&self) -> String {
+        self.identity_token.clone()
     }
 
     /// The certificate for the registry's `auth.token.rootcertbundle`.
@@ -111,14 +124,27 @@ struct Issuer {
     /// The signing certificate, DER in standard base64 as JWS `x5c` wants it.
     x5c: String,
     expected_authorization: String,
+    expected_refresh_token: String,
     subject: String,
 }
 
 impl Issuer {
     fn handle(&self, request: &Request) -> (TokenRequest, Response) {
         let authorization = request.header("authorization");
-        let scopes: Vec<String> = urlenc::query_pairs(&request.path_and_query)
-            .into_iter()
+        // A POST is an OAuth2 grant (form body); a GET carries its parameters in the query.
+        let parameters = if request.method == "POST" {
+            urlenc::query_pairs(&format!("?{}", String::from_utf8_lossy(&request.body)))
+        } else {
+            urlenc::query_pairs(&request.path_and_query)
+        };
+        let parameter = |name: &str| {
+            parameters
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let scopes: Vec<String> = parameters
+            .iter()
             .filter(|(name, _)| name == "scope")
             // One parameter may hold several space-separated scopes.
             .flat_map(|(_, value)| {
@@ -129,8 +155,19 @@ impl Issuer {
             })
             .collect();
         let path = request.path_and_query.split('?').next().unwrap_or_default();
-        let response = if request.method != "GET" || path != "/token" {
+        let response = if path != "/token" || !matches!(request.method.as_str(), "GET" | "POST") {
             Response::new(404)
+        } else if request.method == "POST" {
+            let granted = parameter("grant_type") == Some("refresh_token")
+                && parameter("refresh_token") == Some(self.expected_refresh_token.as_str());
+            if granted {
+                Response::json(
+                    200,
+                    &json!({"access_token": self.sign(&scopes), "expires_in": TOKEN_LIFETIME_SECS}),
+                )
+            } else {
+                Response::json(400, &json!({"error": "invalid_grant"}))
+            }
         } else if authorization != Some(self.expected_authorization.as_str()) {
             Response::new(401).header("www-authenticate", "Basic realm=\"harness-token\"")
         } else {
