@@ -13,6 +13,7 @@ pub mod layers;
 pub mod mirrors;
 pub mod plan;
 pub mod profiles;
+pub mod proxy;
 pub mod publish;
 pub mod reference;
 pub mod registry;

@@ -24,7 +24,7 @@ use thiserror::Error;
 use crate::trust::{self, Roots, TrustError};
 
 const MAX_REDIRECTS: usize = 5;
-const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Error)]
 pub enum TransportError {
