@@ -3,11 +3,16 @@
 //! Only `list` on the three mirror kinds and `get` on named objects: a ServiceAccount can then be
 //! granted exactly these (with `resourceNames` on the ConfigMaps and the Secret), and nothing
 //! here ever watches or writes.
+//!
+//! The API server is reached through the same proxy rules as registries: kube on its own would
+//! take `HTTPS_PROXY` for kubeconfig clusters without honouring `NO_PROXY` for the server, and no
+//! proxy at all in-cluster, so the decision is ours, made for the API server's URL.
 
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use http::Uri;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -21,6 +26,7 @@ use super::names::{
 use super::objects::{self, MIRROR_KINDS, mirror_resource};
 use super::{ClusterConfig, ClusterError, notes};
 use crate::mirrors::MirrorKind;
+use crate::proxy::Proxies;
 use crate::transport::error_chain;
 
 /// Error bodies can be whole HTML pages from a proxy; the message keeps their start.
@@ -28,9 +34,10 @@ const MAX_CAUSE_CHARS: usize = 300;
 
 pub(super) async fn read(
     kubeconfig: Option<&Path>,
+    proxies: &Proxies,
     call_timeout: Duration,
 ) -> Result<ClusterConfig, ClusterError> {
-    let client = client(kubeconfig).await?;
+    let client = client(kubeconfig, proxies).await?;
     let reader = Reader {
         client,
         call_timeout,
@@ -172,8 +179,8 @@ fn add_ca_bundles(
 
 /// A client from the given kubeconfig, or from kube's own search (KUBECONFIG, ~/.kube/config,
 /// then the in-cluster service account).
-async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
-    let config = match kubeconfig {
+async fn client(kubeconfig: Option<&Path>, proxies: &Proxies) -> Result<Client, ClusterError> {
+    let mut config = match kubeconfig {
         None => Config::infer()
             .await
             .map_err(|e| ClusterError::Config(error_chain(&e)))?,
@@ -196,7 +203,44 @@ async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
                 })?
         }
     };
+    let environment = ["HTTPS_PROXY", "https_proxy"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    config.proxy_url = api_proxy(
+        config.proxy_url.as_ref(),
+        environment.as_deref(),
+        proxies,
+        &config.cluster_url,
+    );
+    match &config.proxy_url {
+        // Shown without credentials: the URL may carry some.
+        Some(proxy) => tracing::info!(
+            server = %config.cluster_url,
+            proxy = %format_args!("{}://{}", proxy.scheme_str().unwrap_or("http"), proxy.host().unwrap_or("")),
+            "cluster API through a proxy"
+        ),
+        None => tracing::debug!(server = %config.cluster_url, "cluster API direct"),
+    }
     Client::try_from(config).map_err(|e| ClusterError::Config(error_chain(&e)))
+}
+
+/// The proxy for the API server at `server`. kube has filled in `loaded` from the kubeconfig
+/// cluster's `proxy-url`, or else from `HTTPS_PROXY`/`https_proxy` (`environment`). A `proxy-url`
+/// is that cluster's own setting and is kept (as kubectl keeps it); one taken from the environment
+/// is replaced by our decision, which also honours `NO_PROXY`, loopback and the flags.
+fn api_proxy(
+    loaded: Option<&Uri>,
+    environment: Option<&str>,
+    proxies: &Proxies,
+    server: &Uri,
+) -> Option<Uri> {
+    let from_environment = environment.and_then(|value| value.parse::<Uri>().ok());
+    match loaded {
+        Some(uri) if from_environment.as_ref() != Some(uri) => Some(uri.clone()),
+        _ => proxies
+            .for_uri(server)
+            .map(|proxy| proxy.uri_with_credentials()),
+    }
 }
 
 struct Reader {
@@ -327,4 +371,54 @@ fn malformed(verb: &'static str, resource: String, cause: String) -> ClusterErro
 fn list_resource(kind: MirrorKind) -> String {
     let (group, _, _, plural) = mirror_resource(kind);
     format!("{plural}.{group}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::ProxyFlags;
+
+    fn proxies(proxy: &str, no_proxy: &str) -> Proxies {
+        let flags = ProxyFlags {
+            proxy: Some(proxy.into()),
+            no_proxy: Some(no_proxy.into()),
+        };
+        Proxies::configure(&flags, |_| None).unwrap().0
+    }
+
+    #[test]
+    fn the_api_server_url_decides_its_proxy() {
+        let proxies = proxies("http://user:pw@proxy:3128", ".svc,172.30.0.0/16");
+        let server = |s: &str| s.parse::<Uri>().unwrap();
+        let decide = |loaded: Option<&str>, env: Option<&str>, url: &str| {
+            let loaded = loaded.map(server);
+            api_proxy(loaded.as_ref(), env, &proxies, &server(url)).map(|u| u.to_string())
+        };
+        assert_eq!(
+            decide(None, None, "https://api.lab.example.com:6443"),
+            Some("http://user:pw@proxy:3128/".into())
+        );
+        // In-cluster: the service address is in NO_PROXY.
+        assert_eq!(decide(None, None, "https://172.30.0.1:443"), None);
+        assert_eq!(decide(None, None, "https://kubernetes.default.svc"), None);
+        assert_eq!(decide(None, None, "https://127.0.0.1:6443"), None);
+        // kube took HTTPS_PROXY: replaced by our decision, which honours NO_PROXY.
+        assert_eq!(
+            decide(
+                Some("http://env-proxy:8080"),
+                Some("http://env-proxy:8080"),
+                "https://api.svc:6443"
+            ),
+            None
+        );
+        // The kubeconfig's own proxy-url is kept.
+        assert_eq!(
+            decide(
+                Some("http://kubeconfig-proxy:3128"),
+                Some("http://env-proxy:8080"),
+                "https://172.30.0.1:443"
+            ),
+            Some("http://kubeconfig-proxy:3128/".into())
+        );
+    }
 }

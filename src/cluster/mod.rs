@@ -18,6 +18,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::mirrors::{MirrorObject, RegistrySources};
+use crate::proxy::Proxies;
 
 /// Where the cluster's configuration comes from.
 #[derive(Debug, Clone)]
@@ -131,9 +132,9 @@ impl ClusterError {
 /// How long one API call may take before the read fails with "timed out".
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads the cluster's configuration once, from `source`.
+/// Reads the cluster's configuration once, from `source`, without a proxy.
 pub async fn read(source: &ClusterSource) -> Result<ClusterConfig, ClusterError> {
-    read_with_timeout(source, DEFAULT_CALL_TIMEOUT).await
+    read_with(source, &Proxies::none(), DEFAULT_CALL_TIMEOUT).await
 }
 
 /// [`read`] with another bound on each API call (tests use a short one).
@@ -141,8 +142,20 @@ pub async fn read_with_timeout(
     source: &ClusterSource,
     call_timeout: Duration,
 ) -> Result<ClusterConfig, ClusterError> {
+    read_with(source, &Proxies::none(), call_timeout).await
+}
+
+/// [`read`] through `proxies` (decided for the API server's URL, as for registries), with
+/// `call_timeout` on each API call.
+pub async fn read_with(
+    source: &ClusterSource,
+    proxies: &Proxies,
+    call_timeout: Duration,
+) -> Result<ClusterConfig, ClusterError> {
     let config = match source {
-        ClusterSource::Api { kubeconfig } => api::read(kubeconfig.as_deref(), call_timeout).await?,
+        ClusterSource::Api { kubeconfig } => {
+            api::read(kubeconfig.as_deref(), proxies, call_timeout).await?
+        }
         // Synchronous file I/O on an async worker: acceptable because this runs once, before
         // anything else is in flight, so there is nothing for it to hold up.
         ClusterSource::Dir(dir) => dump::read(dir)?,
