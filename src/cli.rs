@@ -92,6 +92,13 @@ pub struct CommonArgs {
     /// Read nothing from a cluster (--pull-secret and --ca-file still apply).
     #[arg(long)]
     pub no_cluster: bool,
+    /// Egress proxy (http:// or https://, optionally user:password@) for registries and the
+    /// cluster API; replaces HTTPS_PROXY and HTTP_PROXY.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Comma-separated hosts, .domains, IPs and CIDRs reached without the proxy; replaces NO_PROXY.
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
     /// text on a terminal, json otherwise.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -193,12 +200,21 @@ mod tests {
             "b.pem",
             "--platform",
             "linux/arm64",
+            "--proxy",
+            "http://proxy:3128",
+            "--no-proxy",
+            ".internal,10.0.0.0/8",
         ])
         .unwrap();
         let Command::Extract(args) = cli.command else {
             panic!("extract expected")
         };
         assert_eq!(args.common.ca_files.len(), 2);
+        assert_eq!(args.common.proxy.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(
+            args.common.no_proxy.as_deref(),
+            Some(".internal,10.0.0.0/8")
+        );
         assert_eq!(args.concurrency, 4);
         assert_eq!(args.max_file_size, 64 << 20);
         assert_eq!(args.timeout, Duration::from_secs(600));

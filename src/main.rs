@@ -14,6 +14,7 @@ use provider_images::cluster::{self, ClusterConfig, ClusterError, ClusterSource}
 use provider_images::extract::{self, ExtractError, ExtractOptions};
 use provider_images::images;
 use provider_images::layers::Limits;
+use provider_images::proxy::{Proxies, ProxyFlags};
 use provider_images::registry::Platform;
 use provider_images::resolve;
 use provider_images::setup::{self, Settings, Setup};
@@ -122,8 +123,23 @@ async fn run(command: Command) -> Result<String, Failure> {
     }
 }
 
+/// The proxies from --proxy/--no-proxy and the environment; the one place that reads them.
+fn proxies(common: &CommonArgs) -> Result<Proxies, Failure> {
+    let flags = ProxyFlags {
+        proxy: common.proxy.clone(),
+        no_proxy: common.no_proxy.clone(),
+    };
+    let (proxies, warnings) = Proxies::configure(&flags, |name| std::env::var(name).ok())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    for warning in warnings {
+        tracing::warn!(%warning, "proxy configuration");
+    }
+    Ok(proxies)
+}
+
 /// Reads the cluster (once, before any pull) and assembles the run's parts.
 async fn prepare(common: &CommonArgs) -> Result<(Setup, ClusterConfig), Failure> {
+    let proxies = std::sync::Arc::new(proxies(common)?);
     let source = if common.no_cluster {
         ClusterSource::None
     } else if let Some(dir) = &common.cluster_dir {
@@ -131,17 +147,20 @@ async fn prepare(common: &CommonArgs) -> Result<(Setup, ClusterConfig), Failure>
     } else {
         ClusterSource::Api { kubeconfig: None }
     };
-    let cluster = cluster::read(&source).await.map_err(|error| Failure {
-        code: match error {
-            ClusterError::Dump { .. } => 2,
-            _ => 3,
-        },
-        message: error_chain(&error),
-    })?;
+    let cluster = cluster::read_with(&source, &proxies, cluster::DEFAULT_CALL_TIMEOUT)
+        .await
+        .map_err(|error| Failure {
+            code: match error {
+                ClusterError::Dump { .. } => 2,
+                _ => 3,
+            },
+            message: error_chain(&error),
+        })?;
     let settings = Settings {
         pull_secret: common.pull_secret.clone(),
         ca_files: common.ca_files.clone(),
         insecure_registries: common.insecure_registries.clone(),
+        proxies,
     };
     let setup =
         setup::assemble(&settings, &cluster).map_err(|e| Failure::usage(error_chain(&e)))?;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::images::ImageEntry;
 use crate::mirrors::{MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
+use crate::proxy::Proxies;
 use crate::setup::Setup;
 
 #[derive(Serialize)]
@@ -47,6 +48,9 @@ pub struct SourceReport {
     pub blocked: Option<String>,
     pub insecure: bool,
     pub credential: Option<String>,
+    /// The proxy (`scheme://host:port`, never credentials) the registry is reached through; null
+    /// when direct.
+    pub proxy: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -63,7 +67,7 @@ fn kind_name(kind: MirrorKind) -> &'static str {
     }
 }
 
-fn source_report(planned: &PlannedSource) -> SourceReport {
+fn source_report(planned: &PlannedSource, proxies: &Proxies) -> SourceReport {
     let (kind, rule_source, objects) = match &planned.pull.origin {
         SourceOrigin::Mirror { source, objects } => (
             "mirror",
@@ -83,6 +87,9 @@ fn source_report(planned: &PlannedSource) -> SourceReport {
         blocked: planned.pull.blocked.clone(),
         insecure: planned.pull.insecure,
         credential: planned.credential.clone(),
+        proxy: proxies
+            .for_registry(&planned.source.registry)
+            .map(|proxy| proxy.to_string()),
     }
 }
 
@@ -96,7 +103,13 @@ pub fn report(
         .iter()
         .map(|entry| {
             let (sources, error) = match planner.plan(&entry.reference) {
-                Ok(sources) => (sources.iter().map(source_report).collect(), None),
+                Ok(sources) => (
+                    sources
+                        .iter()
+                        .map(|source| source_report(source, &setup.proxies))
+                        .collect(),
+                    None,
+                ),
                 Err(error) => (Vec::new(), Some(crate::transport::error_chain(&error))),
             };
             ImageReport {
@@ -180,6 +193,14 @@ impl Report {
                 }
                 let credential = source.credential.as_deref().unwrap_or("none (anonymous)");
                 let _ = writeln!(out, "       credentials: {credential}");
+                match &source.proxy {
+                    Some(proxy) => {
+                        let _ = writeln!(out, "       proxy: {proxy}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "       proxy: none (direct)");
+                    }
+                }
             }
             out.push('\n');
         }

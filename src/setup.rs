@@ -1,6 +1,7 @@
 //! Assembles a run from what the cluster says and what the flags say: the root store, the keychain, the
 //! mirror table, the transport, the registry client and the planner. Flags win over the cluster where both
-//! speak (`--pull-secret`), and add to it otherwise (`--ca-file`, `--insecure-registry`).
+//! speak (`--pull-secret`), and add to it otherwise (`--ca-file`, `--insecure-registry`). The proxies
+//! come from the flags and the environment (see [`crate::proxy`]), decided before the cluster is read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::auth::{AuthError, Authenticator, Keychain};
 use crate::cluster::ClusterConfig;
 use crate::mirrors::MirrorTable;
 use crate::plan::Planner;
+use crate::proxy::Proxies;
 use crate::registry::RegistryClient;
 use crate::transport::{Transport, TransportConfig, TransportError};
 use crate::trust::{Roots, TrustError};
@@ -22,6 +24,7 @@ pub struct Settings {
     pub pull_secret: Option<PathBuf>,
     pub ca_files: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
+    pub proxies: Arc<Proxies>,
 }
 
 #[derive(Debug, Error)]
@@ -55,6 +58,8 @@ pub struct Setup {
     pub trust: TrustReport,
     /// Where the credentials came from, if anywhere.
     pub pull_secret: Option<String>,
+    /// Which proxy each registry is reached through.
+    pub proxies: Arc<Proxies>,
 }
 
 pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
@@ -110,6 +115,7 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         pull_secret = pull_secret.as_deref().unwrap_or("none"),
         pull_secret_entries = keychain.len(),
         mirror_objects = cluster.mirror_objects.len(),
+        proxies = %settings.proxies.describe(),
         "configuration"
     );
     let table = MirrorTable::new(&cluster.mirror_objects, &cluster.registry_sources);
@@ -121,6 +127,7 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         insecure_registries: insecure,
         connect_timeout: Duration::from_secs(30),
         response_timeout: Duration::from_secs(60),
+        proxies: settings.proxies.clone(),
     })?;
     let keychain = Arc::new(keychain);
     let client = RegistryClient::new(
@@ -132,6 +139,7 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         planner: Arc::new(Planner::new(table, keychain)),
         trust,
         pull_secret,
+        proxies: settings.proxies.clone(),
     })
 }
 

@@ -1,17 +1,21 @@
-//! One HTTP client for everything that talks to registries: TLS, redirects and timeouts.
+//! One HTTP client for everything that talks to registries: TLS, proxies, redirects and timeouts.
 //!
 //! hyper follows no redirects, so the loop is ours: it strips the registry's `Authorization` when a
 //! redirect leaves the origin it was meant for (blob downloads are often redirected to object storage with
 //! a signed URL), refuses schemes other than http(s) and https → http downgrades, and caps the hops.
 //! URLs are shown without their query in errors and logs: signed URLs carry secrets there.
+//!
+//! Every connection the client opens goes through [`ProxyConnector`], which decides per target URL
+//! (registry, token realm, redirect target alike) whether to go direct or through a proxy.
 
 use std::collections::HashSet;
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, LOCATION, USER_AGENT};
+use http::header::{AUTHORIZATION, LOCATION, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,6 +25,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 
+use crate::proxy::Proxies;
+use crate::proxy::connector::{ProxyConnector, ProxyError};
 use crate::trust::{self, Roots, TrustError};
 
 const MAX_REDIRECTS: usize = 5;
@@ -44,6 +50,8 @@ pub enum TransportError {
     BadUrl(String),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 /// A URL as it may be shown: without its query string or user info.
@@ -88,39 +96,47 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// How long to wait for a response's headers.
     pub response_timeout: Duration,
+    pub proxies: Arc<Proxies>,
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 
 pub struct Transport {
     verified: HttpsClient,
     unverified: HttpsClient,
     insecure: HashSet<String>,
     response_timeout: Duration,
+    proxies: Arc<Proxies>,
 }
 
 impl Transport {
     pub fn new(config: TransportConfig) -> Result<Transport, TransportError> {
+        let verified = trust::verifying_config(&config.roots)?;
+        // A proxy is verified like a registry (never with an insecure registry's configuration),
+        // and spoken to in HTTP/1.1 only: no ALPN.
+        let proxy_tls = Arc::new(verified.clone());
         let build = |tls: rustls::ClientConfig| {
             let mut http = HttpConnector::new();
             http.enforce_http(false);
             http.set_connect_timeout(Some(config.connect_timeout));
             http.set_nodelay(true);
+            let connector = ProxyConnector::new(http, proxy_tls.clone(), config.proxies.clone());
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
-                .wrap_connector(http);
+                .wrap_connector(connector);
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(https)
         };
         Ok(Transport {
-            verified: build(trust::verifying_config(&config.roots)?),
+            verified: build(verified),
             unverified: build(trust::unverified_config()?),
             insecure: config.insecure_registries.into_iter().collect(),
             response_timeout: config.response_timeout,
+            proxies: config.proxies,
         })
     }
 
@@ -211,7 +227,7 @@ impl Transport {
 
     async fn send(
         &self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, TransportError> {
         let authority = Origin::of(request.uri())?.authority();
         let client = if self.is_insecure(&authority) {
@@ -219,16 +235,40 @@ impl Transport {
         } else {
             &self.verified
         };
+        // A plain-http request goes to the proxy itself, so its credentials ride on the request;
+        // an https one is tunnelled, and the connector sends them with the CONNECT only.
+        let plain_proxy = match self.proxies.for_uri(request.uri()) {
+            Some(proxy) if request.uri().scheme_str() == Some("http") => Some(proxy),
+            _ => None,
+        };
+        if let Some(value) = plain_proxy.and_then(|proxy| proxy.authorization()) {
+            request
+                .headers_mut()
+                .insert(PROXY_AUTHORIZATION, value.clone());
+        }
         match tokio::time::timeout(self.response_timeout, client.request(request)).await {
             Err(_) => Err(TransportError::Timeout {
                 host: authority,
                 after: self.response_timeout,
             }),
-            Ok(Err(error)) => Err(TransportError::Connect {
-                host: authority,
-                cause: error_chain(&error),
-            }),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => match ProxyError::find(&error) {
+                Some(proxy_error) => Err(proxy_error.clone().into()),
+                None => Err(TransportError::Connect {
+                    host: authority,
+                    cause: error_chain(&error),
+                }),
+            },
+            Ok(Ok(response)) => match plain_proxy {
+                Some(proxy) if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+                    Err(ProxyError::Refused {
+                        target: authority,
+                        proxy: proxy.authority(),
+                        status: response.status().to_string(),
+                    }
+                    .into())
+                }
+                _ => Ok(response),
+            },
         }
     }
 }
