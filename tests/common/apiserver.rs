@@ -244,7 +244,18 @@ impl ApiServer {
         self.write_kubeconfig(API_TOKEN, ca_pem)
     }
 
+    /// A kubeconfig naming the server `https://<name>:<port>`, e.g. a name only the test proxy
+    /// resolves.
+    pub fn kubeconfig_named(&self, name: &str) -> PathBuf {
+        let url = format!("https://{name}:{}", self.server.addr().port());
+        self.write_kubeconfig_for(&url, API_TOKEN, &self.pki.ca_pem())
+    }
+
     fn write_kubeconfig(&self, token: &str, ca_pem: &Path) -> PathBuf {
+        self.write_kubeconfig_for(&self.server.url(""), token, ca_pem)
+    }
+
+    fn write_kubeconfig_for(&self, server: &str, token: &str, ca_pem: &Path) -> PathBuf {
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
@@ -269,7 +280,6 @@ contexts:
     namespace: default
 current-context: test
 ",
-            server = self.server.url(""),
             ca = ca_pem.display(),
         );
         std::fs::write(&path, config).expect("write kubeconfig");

@@ -160,6 +160,13 @@ impl Client {
                 .map(|(_, v)| v.as_str())
         };
         let realm = param("realm").ok_or_else(|| format!("no realm in {challenge:?}"))?;
+        // A realm named for the test proxy (`RegistryOpts::proxy_names`) is ours on 127.0.0.1,
+        // which the test certificates cover too; the harness itself never goes through a proxy.
+        let realm = super::proxy::PROXY_NAMES
+            .iter()
+            .fold(realm.to_string(), |realm, name| {
+                realm.replace(&format!("https://{name}:"), "https://127.0.0.1:")
+            });
         let query: Vec<String> = ["service", "scope"]
             .into_iter()
             .filter_map(|name| param(name).map(|v| format!("{name}={}", urlenc::encode(v))))

@@ -58,11 +58,22 @@ impl Extract {
     }
 
     pub fn credentials(self, registry: &Registry) -> Self {
+        let json = registry.docker_config_json();
+        self.pull_secret(&json)
+    }
+
+    /// The registry's credentials, filed under `host` (the registry under another name).
+    pub fn credentials_for(self, registry: &Registry, host: &str) -> Self {
+        let json = registry.docker_config_json_for(host);
+        self.pull_secret(&json)
+    }
+
+    fn pull_secret(self, json: &str) -> Self {
         let path = self
             .dir
             .path()
             .join(format!("pull-secret-{}.json", self.args.len()));
-        std::fs::write(&path, registry.docker_config_json()).expect("write pull secret");
+        std::fs::write(&path, json).expect("write pull secret");
         self.arg("--pull-secret").arg(path)
     }
 

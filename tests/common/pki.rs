@@ -1,4 +1,7 @@
-//! Test PKI made with the `openssl` CLI: a CA and a server certificate for 127.0.0.1/localhost.
+//! Test PKI made with the `openssl` CLI: a CA and a server certificate for 127.0.0.1/localhost,
+//! and for the `.test` names the test proxy resolves (see `proxy::PROXY_NAMES`), and for 0.0.0.0:
+//! Linux connects that address to 127.0.0.1, yet a client does not count it as loopback, so it
+//! can be reached directly or through a proxy depending on NO_PROXY.
 //! Every `Pki::new()` is an independent CA, so a second one is the "unknown CA" for the first.
 
 use std::io::Write;
@@ -24,7 +27,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = IP:127.0.0.1, IP:0.0.0.0, DNS:localhost, DNS:registry.test, DNS:mirror.test, DNS:auth.test, DNS:blobs.test, DNS:api.test
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 [self_signed_ext]
@@ -48,7 +51,7 @@ pub struct Pki {
 
 impl Pki {
     /// Makes a fresh CA (EC P-256, fast to generate) and a server cert with
-    /// SANs IP:127.0.0.1 and DNS:localhost signed by it.
+    /// SANs IP:127.0.0.1, DNS:localhost and the proxy's `.test` names, signed by it.
     pub fn new() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("harness-pki-")

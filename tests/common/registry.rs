@@ -53,6 +53,9 @@ pub struct RegistryOpts {
     pub plain_http: bool,
     /// Blob GETs answer 307 to a `BlobStore` the registry owns (storage middleware `redirect`).
     pub redirect_blobs: bool,
+    /// The token realm and the blob store are named `auth.test` and `blobs.test`, names only the
+    /// test proxy resolves, instead of 127.0.0.1 (which a client never proxies).
+    pub proxy_names: bool,
 }
 
 impl RegistryOpts {
@@ -89,6 +92,12 @@ impl RegistryOpts {
         self.redirect_blobs = true;
         self
     }
+
+    /// Name the token realm and the blob store with the test proxy's names (`ProxyServer`).
+    pub fn proxy_names(mut self) -> Self {
+        self.proxy_names = true;
+        self
+    }
 }
 
 pub struct Registry {
@@ -118,7 +127,12 @@ impl Registry {
             RegistryAuth::Token { user, pass } => Some(TokenServer::start(&pki, user, pass)),
             _ => None,
         };
-        let auth = auth_config(&opts.auth, dir.path(), token_server.as_ref());
+        let auth = auth_config(
+            &opts.auth,
+            dir.path(),
+            token_server.as_ref(),
+            opts.proxy_names,
+        );
         let blob_store = opts
             .redirect_blobs
             .then(|| BlobStore::start(&pki, &dir.path().join("storage")));
@@ -146,7 +160,14 @@ impl Registry {
                 port,
                 identity: &identity,
                 auth: auth.as_ref(),
-                redirect: blob_store.as_ref().map(BlobStore::base_url),
+                redirect: blob_store.as_ref().map(|store| {
+                    let url = store.base_url();
+                    if opts.proxy_names {
+                        url.replace("127.0.0.1", "blobs.test")
+                    } else {
+                        url
+                    }
+                }),
             };
             std::fs::write(&config_path, config.render()).expect("write registry config");
             let mut process = spawn_registry(&config_path, &log_path);
@@ -181,6 +202,11 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `<name>:<port>`: this registry under another name, e.g. one only the test proxy resolves.
+    pub fn host_named(&self, name: &str) -> String {
+        format!("{name}:{}", self.port)
+    }
+
     /// `https://127.0.0.1:<port><path>` (`http://` for a plain-HTTP registry); `path` starts
     /// with '/'.
     pub fn url(&self, path: &str) -> String {
@@ -206,8 +232,13 @@ impl Registry {
     /// A `.dockerconfigjson` holding this registry's credentials (empty `auths` when it has
     /// none), for the binary's `--pull-secret`.
     pub fn docker_config_json(&self) -> String {
+        self.docker_config_json_for(&self.host())
+    }
+
+    /// The same, with the credentials filed under `host` (this registry under another name).
+    pub fn docker_config_json_for(&self, host: &str) -> String {
         let auths = match self.credentials() {
-            Some((user, pass)) => json!({self.host(): {
+            Some((user, pass)) => json!({host: {
                 "auth": STANDARD.encode(format!("{user}:{pass}")),
             }}),
             None => json!({}),

@@ -68,6 +68,7 @@ pub(crate) fn auth_config(
     auth: &RegistryAuth,
     dir: &Path,
     token_server: Option<&TokenServer>,
+    proxy_names: bool,
 ) -> Option<serde_json::Value> {
     match auth {
         RegistryAuth::Anonymous => None,
@@ -78,8 +79,13 @@ pub(crate) fn auth_config(
         }
         RegistryAuth::Token { .. } => {
             let token_server = token_server.expect("token auth needs its token server");
+            let realm = if proxy_names {
+                token_server.realm().replace("127.0.0.1", "auth.test")
+            } else {
+                token_server.realm()
+            };
             Some(json!({"token": {
-                "realm": token_server.realm(),
+                "realm": realm,
                 "service": TOKEN_SERVICE,
                 "issuer": TOKEN_ISSUER,
                 "rootcertbundle": token_server.signing_cert_pem(),
