@@ -193,21 +193,15 @@ impl ProxyConnector {
     }
 }
 
-/// `host:port` of a target, with the scheme's default port; IPv6 in brackets.
+/// `host:port` of a target, with the scheme's default port (`Uri::host` keeps IPv6 brackets).
 fn authority(uri: &Uri) -> String {
     let host = uri.host().unwrap_or("");
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("http") {
-            80
-        } else {
-            443
-        });
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
+    let default = if uri.scheme_str() == Some("http") {
+        80
     } else {
-        format!("{host}:{port}")
-    }
+        443
+    };
+    format!("{host}:{}", uri.port_u16().unwrap_or(default))
 }
 
 /// Asks the proxy for a tunnel to `target` and reads its answer; on 2xx the stream is the tunnel.

@@ -277,5 +277,7 @@ mod tests {
         assert!(NoProxy::parse(" , ,").is_empty());
         assert!(!NoProxy::parse("*").is_empty());
         assert!(!NoProxy::parse("10.0.0.0/8").is_empty());
+        assert!(!NoProxy::parse("10.0.0.1:443").is_empty());
+        assert!(!NoProxy::parse(".example.com").is_empty());
     }
 }
