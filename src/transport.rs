@@ -29,7 +29,12 @@ const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARGO_PKG_VERSI
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error("cannot connect to {host}: {cause}")]
-    Connect { host: String, cause: String },
+    Connect {
+        host: String,
+        cause: String,
+        /// Whether another try may succeed (see `retry::is_transient`).
+        transient: bool,
+    },
     #[error("{host} did not answer within {after:?}")]
     Timeout { host: String, after: Duration },
     #[error("more than {MAX_REDIRECTS} redirects from {url}")]
@@ -227,6 +232,7 @@ impl Transport {
             Ok(Err(error)) => Err(TransportError::Connect {
                 host: authority,
                 cause: error_chain(&error),
+                transient: crate::retry::is_transient(&error),
             }),
             Ok(Ok(response)) => Ok(response),
         }
