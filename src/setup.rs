@@ -13,6 +13,7 @@ use crate::cluster::ClusterConfig;
 use crate::mirrors::MirrorTable;
 use crate::plan::Planner;
 use crate::registry::RegistryClient;
+use crate::retry::RetryPolicy;
 use crate::transport::{Transport, TransportConfig, TransportError};
 use crate::trust::{Roots, TrustError};
 
@@ -22,6 +23,8 @@ pub struct Settings {
     pub pull_secret: Option<PathBuf>,
     pub ca_files: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
+    /// How registry requests are retried, and the run's deadline.
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, Error)]
@@ -120,13 +123,14 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         roots,
         insecure_registries: insecure,
         connect_timeout: Duration::from_secs(30),
-        response_timeout: Duration::from_secs(60),
+        response_timeout: settings.retry.headers,
     })?;
     let keychain = Arc::new(keychain);
     let client = RegistryClient::new(
         Arc::new(transport),
         Arc::new(Authenticator::new(keychain.clone())),
-    );
+    )
+    .with_retry(settings.retry);
     Ok(Setup {
         client: Arc::new(client),
         planner: Arc::new(Planner::new(table, keychain)),

@@ -40,7 +40,7 @@ pub use pki::Pki;
 pub use push::{BlobRef, PushedImage, PushedIndex};
 pub use recorder::{Recorder, SeenRequest};
 pub use registry::{Registry, RegistryAuth, RegistryOpts};
-pub use run::{Run, RunOutput, Running, provider_images_bin};
+pub use run::{FAST_RETRIES, RETRY_ENV, Run, RunOutput, Running, provider_images_bin};
 pub use server::{HttpsServer, Request, Response};
 pub use tarball::{MANIFESTS_DIR, TarBuilder, provider_layer};
 pub use token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenRequest, TokenServer};
