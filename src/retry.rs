@@ -117,6 +117,7 @@ impl RetryPolicy {
         Attempts {
             policy: *self,
             failures: 0,
+            unreachable: false,
         }
     }
 
@@ -139,6 +140,8 @@ pub enum GiveUp {
     Tries(u32),
     /// The next try would start after the run's deadline.
     Deadline { tries: u32 },
+    /// The one try allowed to a registry that stayed unreachable through a whole round before.
+    Unreachable,
 }
 
 impl fmt::Display for GiveUp {
@@ -146,6 +149,9 @@ impl fmt::Display for GiveUp {
         match self {
             GiveUp::Tries(1) => f.write_str("tried once"),
             GiveUp::Tries(n) => write!(f, "gave up after {n} tries"),
+            GiveUp::Unreachable => {
+                f.write_str("not retried: the registry stayed unreachable through every try earlier in this run")
+            }
             GiveUp::Deadline { tries } => write!(
                 f,
                 "gave up after {tries} {}: the next would start after the --timeout deadline",
@@ -160,12 +166,15 @@ impl fmt::Display for GiveUp {
 pub struct Attempts {
     policy: RetryPolicy,
     failures: u32,
+    /// Set by `once`: the registry was found unreachable before.
+    unreachable: bool,
 }
 
 impl Attempts {
-    /// Only one try, whatever the policy says.
+    /// Only one try, whatever the policy says: for a registry that stayed unreachable before.
     pub fn once(mut self) -> Attempts {
         self.policy.tries = 1;
+        self.unreachable = true;
         self
     }
 
@@ -173,6 +182,9 @@ impl Attempts {
     /// `retry_after` is what the server asked for, if anything.
     pub fn failed(&mut self, retry_after: Option<Duration>) -> Result<Duration, GiveUp> {
         self.failures += 1;
+        if self.unreachable {
+            return Err(GiveUp::Unreachable);
+        }
         if self.failures >= self.policy.tries {
             return Err(GiveUp::Tries(self.failures));
         }
@@ -326,7 +338,10 @@ mod tests {
         attempts.failed(None).unwrap();
         attempts.progressed();
         assert!(attempts.failed(None).is_ok());
-        assert_eq!(policy.attempts().once().failed(None), Err(GiveUp::Tries(1)));
+        assert_eq!(
+            policy.attempts().once().failed(None),
+            Err(GiveUp::Unreachable)
+        );
     }
 
     #[test]
