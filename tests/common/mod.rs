@@ -33,7 +33,7 @@ mod urlenc;
 pub use apiserver::{API_TOKEN, ApiRequest, ApiServer, Fault};
 pub use blob_store::BlobStore;
 pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};
-pub use extract::{Extract, index_image, read_index, read_subtree_file, sha256_hex};
+pub use extract::{Extract, index_image, read_index, read_subtree_file, sha256_hex, snapshot};
 pub use fake::{FakeRoutes, FakeServer};
 pub use faults::{FaultProxy, FaultStats, HttpFault, ProxiedRequest};
 pub use hang::HangingServer;
