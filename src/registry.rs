@@ -1,5 +1,25 @@
 //! The OCI distribution client: manifests, indexes, configs and blobs, each verified against its digest and
 //! size. It knows nothing of provider manifests: it hands verified bytes (or a verifying byte stream) on.
+//!
+//! Requests are retried as `retry` says. A blob download that is cut resumes with `Range: bytes=N-`;
+//! bytes that do not verify are downloaded again from the start, into a fresh consumer.
+//!
+//! | threat | outcome |
+//! |---|---|
+//! | manifest, index or config over 4 MiB (announced, chunked or streamed) | error at the cap, read no further |
+//! | a manifest that is not JSON, schema 1, both `layers` and `manifests`, an unknown media type | error naming the document |
+//! | a document that does not hash to the digest asked for, or to its `Docker-Content-Digest` | fetched again, then error |
+//! | blob bytes that do not match the digest or size | downloaded again from the start, then error; never handed on as complete |
+//! | a `Content-Length` other than the blob's size (or what is left of it) | fetched again, then error |
+//! | a body cut short, reset or stalled (`idle`) | resumed from the last byte received; the digest runs on |
+//! | a 206 whose `Content-Range` is not `bytes N-LAST/SIZE` for the resume asked | not used; whole bodies from then on |
+//! | a 200 to a Range request | its first N bytes must hash like the N already handed on (else start over); then it goes on |
+//! | `urls` on a layer (foreign or non-distributable) | ignored: every blob comes from the registry |
+//! | the consumer fails on a blob | the download still runs to its end: unverified → start over, verified → the consumer's error |
+//!
+//! `extract` adds: an index child whose size is not its descriptor's, indexes nested deeper than 2, a
+//! config that is not an image config (artifacts) and a layer media type that is not a filesystem layer are
+//! errors; the tar walk's own table is in `layers`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
