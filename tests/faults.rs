@@ -781,3 +781,81 @@ fn fifty_images_of_six_layers_come_through_a_mix_of_every_fault() {
     }
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
 }
+
+/// Every image of the published tree reads whole: each profile's file hashes to its contentID.
+fn assert_whole(out: &Path) -> Vec<String> {
+    let index = read_index(out);
+    let mut contents = Vec::new();
+    for image in index["images"].as_array().unwrap() {
+        let content = read_subtree_file(out, image, "default/manifests.yaml");
+        assert_eq!(
+            sha256_hex(&content),
+            image["profiles"][0]["contentID"].as_str().unwrap(),
+            "{image:#}"
+        );
+        contents.push(String::from_utf8(content).unwrap());
+    }
+    contents
+}
+
+#[test]
+fn sigkill_at_any_point_of_a_pull_leaves_a_whole_tree_and_the_next_run_succeeds() {
+    const KILLS: u32 = 8;
+    let lab = Lab::new();
+    let repos = ["k/a", "k/b", "k/c", "k/d"];
+    let extract = repos
+        .iter()
+        .fold(lab.extract().arg("--concurrency").arg("2"), |e, repo| {
+            e.image(repo, &lab.reference(repo))
+        });
+    for repo in repos {
+        lab.push(repo, "version: old\n");
+    }
+    let out = tempfile::tempdir().unwrap();
+    extract.run(out.path()).assert_code(0);
+    for repo in repos {
+        lab.push(repo, "version: new\n");
+    }
+    // Slow enough that a run lasts a while, so the kills land all along it.
+    lab.proxy.always(
+        "/blobs/",
+        HttpFault::SlowBody {
+            pieces: 8,
+            pause: Duration::from_millis(25),
+        },
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    extract.run(scratch.path()).assert_code(0);
+    let length = started.elapsed();
+    for kill in 0..KILLS {
+        let running = extract.command(out.path()).spawn();
+        std::thread::sleep(length * (2 * kill + 1) / (2 * KILLS));
+        running.signal("KILL");
+        let run = running.wait(Duration::from_secs(10));
+        assert_eq!(run.code, None, "killed {kill}: {run}");
+        // One whole tree, old or (when the kill came after the swap) new; never a mix.
+        let contents = assert_whole(out.path());
+        assert!(
+            contents.iter().all(|c| c == "version: old\n")
+                || contents.iter().all(|c| c == "version: new\n"),
+            "kill {kill}: {contents:?}"
+        );
+    }
+    extract.run(out.path()).assert_code(0);
+    let contents = assert_whole(out.path());
+    assert!(
+        contents.iter().all(|c| c == "version: new\n"),
+        "{contents:?}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("..") && name != "..data" && name != "..lock")
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the current payload: {leftovers:?}"
+    );
+}
