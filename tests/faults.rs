@@ -613,9 +613,11 @@ fn the_deadline_stops_retries_with_a_clear_error() {
             .arg("4s"),
     );
     run.assert_code(1);
+    // Not the run's timer (its message is checked below): some slack for a loaded machine.
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "ended before the timeout"
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
     );
     assert!(
         run.stderr
