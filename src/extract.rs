@@ -16,8 +16,8 @@ use crate::plan::Planner;
 use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{
-    DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform, RegistryClient,
-    RegistryError, Source,
+    BlobError, DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform,
+    RegistryClient, RegistryError, Source,
 };
 
 /// Index → index → image is as deep as real images nest; deeper is a loop or an attack.
@@ -454,24 +454,24 @@ async fn pull_layer(
             digest: layer.digest.clone(),
             media_type: layer.media_type.clone(),
         })?;
-    let (reader, download) = client.blob_stream(source, layer).await?;
     let size = layer.size;
-    let unpack = tokio::task::spawn_blocking(move || {
-        layers::contribution(reader, compression, size, &limits)
-    });
-    let (unpacked, downloaded) = tokio::join!(unpack, download);
-    let worker = |e: tokio::task::JoinError| ImageError::Worker {
-        digest: layer.digest.clone(),
-        cause: e.to_string(),
-    };
+    let consumed = client
+        .consume_blob(source, layer, move |reader| {
+            layers::contribution(reader, compression, size, &limits)
+        })
+        .await;
     // A failed download (digest, size, network) explains a failed unpack, so it is reported first.
-    downloaded.map_err(worker)??;
-    unpacked
-        .map_err(worker)?
-        .map_err(|source| ImageError::Layer {
+    consumed.map_err(|error| match error {
+        BlobError::Download(error) => error.into(),
+        BlobError::Consumer(source) => ImageError::Layer {
             digest: layer.digest.clone(),
             source,
-        })
+        },
+        BlobError::Worker(cause) => ImageError::Worker {
+            digest: layer.digest.clone(),
+            cause,
+        },
+    })
 }
 
 #[derive(Serialize)]

@@ -18,6 +18,7 @@ pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod retry;
 pub mod setup;
 pub mod transport;
 pub mod trust;

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use provider_images::cli::{
@@ -17,6 +17,7 @@ use provider_images::layers::Limits;
 use provider_images::proxy::{Proxies, ProxyFlags};
 use provider_images::registry::Platform;
 use provider_images::resolve;
+use provider_images::retry::RetryPolicy;
 use provider_images::setup::{self, Settings, Setup};
 use provider_images::transport::error_chain;
 
@@ -137,9 +138,17 @@ fn proxies(common: &CommonArgs) -> Result<Proxies, Failure> {
     Ok(proxies)
 }
 
-/// Reads the cluster (once, before any pull) and assembles the run's parts.
-async fn prepare(common: &CommonArgs) -> Result<(Setup, ClusterConfig), Failure> {
+/// Reads the cluster (once, before any pull) and assembles the run's parts; `deadline` is when the
+/// run's `--timeout` ends it, past which no retry waits.
+async fn prepare(
+    common: &CommonArgs,
+    deadline: Option<Instant>,
+) -> Result<(Setup, ClusterConfig), Failure> {
     let proxies = std::sync::Arc::new(proxies(common)?);
+    let mut retry = RetryPolicy::from_env().map_err(Failure::usage)?;
+    if let Some(deadline) = deadline {
+        retry = retry.with_deadline(deadline);
+    }
     let source = if common.no_cluster {
         ClusterSource::None
     } else if let Some(dir) = &common.cluster_dir {
@@ -161,6 +170,7 @@ async fn prepare(common: &CommonArgs) -> Result<(Setup, ClusterConfig), Failure>
         ca_files: common.ca_files.clone(),
         insecure_registries: common.insecure_registries.clone(),
         proxies,
+        retry,
     };
     let setup =
         setup::assemble(&settings, &cluster).map_err(|e| Failure::usage(error_chain(&e)))?;
@@ -182,7 +192,7 @@ async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
     let entries =
         images::read_images_json(&args.images_json).map_err(|e| Failure::usage(error_chain(&e)))?;
     let platform = platform(&args.common)?;
-    let (setup, _) = prepare(&args.common).await?;
+    let (setup, _) = prepare(&args.common, Some(Instant::now() + args.timeout)).await?;
     let options = ExtractOptions {
         output: args.output.clone(),
         platform,
@@ -229,7 +239,7 @@ async fn resolve_command(args: ResolveArgs) -> Result<String, Failure> {
         None => images::from_references(&args.references)
             .map_err(|e| Failure::usage(error_chain(&e)))?,
     };
-    let (setup, cluster) = prepare(&args.common).await?;
+    let (setup, cluster) = prepare(&args.common, None).await?;
     let report = resolve::report(&entries, &setup.planner, &setup, &cluster.notes);
     let text = match args.format {
         ReportFormat::Text => report.to_text(),

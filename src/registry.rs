@@ -1,13 +1,35 @@
 //! The OCI distribution client: manifests, indexes, configs and blobs, each verified against its digest and
 //! size. It knows nothing of provider manifests: it hands verified bytes (or a verifying byte stream) on.
+//!
+//! Requests are retried as `retry` says. A blob download that is cut resumes with `Range: bytes=N-`;
+//! bytes that do not verify are downloaded again from the start, into a fresh consumer.
+//!
+//! | threat | outcome |
+//! |---|---|
+//! | manifest, index or config over 4 MiB (announced, chunked or streamed) | error at the cap, read no further |
+//! | a manifest that is not JSON, schema 1, both `layers` and `manifests`, an unknown media type | error naming the document |
+//! | a document that does not hash to the digest asked for, or to its `Docker-Content-Digest` | fetched again, then error |
+//! | blob bytes that do not match the digest or size | downloaded again from the start, then error; never handed on as complete |
+//! | a `Content-Length` other than the blob's size (or what is left of it) | fetched again, then error |
+//! | a body cut short, reset or stalled (`idle`) | resumed from the last byte received; the digest runs on |
+//! | a 206 whose `Content-Range` is not `bytes N-LAST/SIZE` for the resume asked | not used; whole bodies from then on |
+//! | a 200 to a Range request | its first N bytes must hash like the N already handed on (else start over); then it goes on |
+//! | `urls` on a layer (foreign or non-distributable) | ignored: every blob comes from the registry |
+//! | the consumer fails on a blob | the download still runs to its end: unverified → start over, verified → the consumer's error |
+//!
+//! `extract` adds: an index child whose size is not its descriptor's, indexes nested deeper than 2, a
+//! config that is not an image config (artifacts) and a layer media type that is not a filesystem layer are
+//! errors; the tar walk's own table is in `layers`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,7 +39,8 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::transport::{Transport, TransportError, error_chain, read_body_capped};
+use crate::retry::{self, Attempts, GiveUp, RetryPolicy};
+use crate::transport::{Transport, TransportError, error_chain};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -29,8 +52,6 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 
 /// Manifests and configs are small documents; containers/image caps them at 4 MiB (CVE-2020-1702).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
-/// How long a blob download may stall between two chunks before it is abandoned.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Chunks in flight between a download and the thread that decompresses it: bounds memory per layer.
 const STREAM_DEPTH: usize = 16;
 
@@ -66,6 +87,12 @@ pub enum RegistryError {
         what: String,
         expected: u64,
         actual: u64,
+    },
+    /// A failure that was retried until the retry policy said stop.
+    #[error("{cause} ({why})")]
+    GaveUp {
+        cause: Box<RegistryError>,
+        why: GiveUp,
     },
     #[error("unsupported digest {0:?} (sha256 and sha512 are supported)")]
     UnsupportedDigest(String),
@@ -283,6 +310,7 @@ pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manife
 }
 
 /// A running digest of sha256 or sha512.
+#[derive(Clone)]
 enum Digester {
     Sha256(Sha256),
     Sha512(Sha512),
@@ -322,6 +350,29 @@ pub struct RegistryClient {
     auth: Arc<Authenticator>,
     /// `http` for insecure registries found to speak plain HTTP.
     schemes: Mutex<HashMap<String, &'static str>>,
+    retry: RetryPolicy,
+    /// Registries that stayed unreachable through a whole round of tries: tried once from then on, so
+    /// every image of a run does not wait out the backoff before falling back to its next source.
+    unreachable: Mutex<HashSet<String>>,
+}
+
+/// How a blob download ended badly.
+enum Download {
+    /// For good: retries and resumes are spent, or the registry said no.
+    Failed(RegistryError),
+    /// What arrived does not verify (digest, size, a resent body that differs): start over.
+    Unverified(RegistryError),
+}
+
+/// Why a blob did not serve its consumer.
+#[derive(Debug)]
+pub enum BlobError<E> {
+    /// The download failed for good, after its retries, resumes and restarts.
+    Download(RegistryError),
+    /// The consumer failed on bytes that verified: the blob itself is at fault.
+    Consumer(E),
+    /// The consumer's thread panicked.
+    Worker(String),
 }
 
 impl RegistryClient {
@@ -330,7 +381,15 @@ impl RegistryClient {
             transport,
             auth,
             schemes: Mutex::default(),
+            retry: RetryPolicy::default(),
+            unreachable: Mutex::default(),
         }
+    }
+
+    /// Retries as `policy` says (otherwise as `RetryPolicy::default()`).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> RegistryClient {
+        self.retry = policy;
+        self
     }
 
     fn url(&self, source: &Source, scheme: &str, path: &str) -> Result<Uri, RegistryError> {
@@ -342,51 +401,128 @@ impl RegistryClient {
         .map_err(|_| TransportError::BadUrl(format!("{source}/{path}")).into())
     }
 
-    /// GETs `/v2/<repository>/<path>`, authorizing as the registry asks, and returns a 2xx response.
+    /// The tries for one request to `source`'s registry.
+    fn attempts(&self, source: &Source) -> Attempts {
+        let attempts = self.retry.attempts();
+        if self.unreachable.lock().unwrap().contains(&source.registry) {
+            attempts.once()
+        } else {
+            attempts
+        }
+    }
+
+    /// Waits before the next try of `what`, or gives up with `failure` when `attempts` are spent.
+    async fn pause_or_give_up(
+        &self,
+        source: &Source,
+        what: &str,
+        attempts: &mut Attempts,
+        failure: RegistryError,
+        retry_after: Option<Duration>,
+    ) -> Result<(), RegistryError> {
+        match attempts.failed(retry_after) {
+            Ok(wait) => {
+                tracing::warn!(
+                    registry = %source.registry,
+                    what,
+                    next_try = attempts.next_try(),
+                    wait_ms = wait.as_millis() as u64,
+                    error = %error_chain(&failure),
+                    "retrying"
+                );
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Err(why) => Err(RegistryError::GaveUp {
+                cause: Box::new(failure),
+                why,
+            }),
+        }
+    }
+
+    /// GETs `/v2/<repository>/<path>`, authorizing as the registry asks and retrying what may pass
+    /// (see `retry`), and returns a 2xx response. Failed tries count in `attempts`, which the caller
+    /// goes on using for what it does with the body.
     async fn get(
         &self,
         source: &Source,
         path: &str,
-        accept: Option<&str>,
+        headers: &HeaderMap,
         what: &str,
+        attempts: &mut Attempts,
     ) -> Result<Response<Incoming>, RegistryError> {
-        let mut headers = HeaderMap::new();
-        if let Some(accept) = accept {
-            headers.insert(
-                ACCEPT,
-                HeaderValue::from_str(accept).expect("static accept list"),
-            );
+        let mut challenged = false;
+        loop {
+            let (failure, retry_after) =
+                match self.try_get(source, path, headers, &mut challenged).await {
+                    Ok(response) if response.status().is_success() => {
+                        self.unreachable.lock().unwrap().remove(&source.registry);
+                        return Ok(response);
+                    }
+                    Ok(response) if retry::retryable_status(response.status()) => {
+                        let retry_after = response
+                            .headers()
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                        (self.status_error(source, what, response).await, retry_after)
+                    }
+                    Ok(response) => return Err(self.status_error(source, what, response).await),
+                    Err(error) if worth_retrying(&error) => (error, None),
+                    Err(error) => return Err(error),
+                };
+            let unreachable = is_unreachable(&failure);
+            if let Err(error) = self
+                .pause_or_give_up(source, what, attempts, failure, retry_after)
+                .await
+            {
+                if unreachable
+                    && matches!(error, RegistryError::GaveUp { why: GiveUp::Tries(n), .. } if n > 1)
+                {
+                    self.unreachable
+                        .lock()
+                        .unwrap()
+                        .insert(source.registry.clone());
+                }
+                return Err(error);
+            }
         }
-        let mut authorization = self
+    }
+
+    /// One try: the request, sent again with fresh authorization when the registry answers 401 for
+    /// the first time in this request (a token that expired or was revoked early).
+    async fn try_get(
+        &self,
+        source: &Source,
+        path: &str,
+        headers: &HeaderMap,
+        challenged: &mut bool,
+    ) -> Result<Response<Incoming>, RegistryError> {
+        let authorization = self
             .auth
             .authorization(&self.transport, &source.registry, &source.repository)
             .await?;
-        let mut challenged = false;
-        loop {
-            let response = self
-                .send(source, path, &headers, authorization.as_ref())
-                .await?;
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                let answer = self
-                    .auth
-                    .challenged(
-                        &self.transport,
-                        &source.registry,
-                        &source.repository,
-                        response.headers().get(WWW_AUTHENTICATE),
-                    )
-                    .await?;
-                if answer.is_some() && answer != authorization {
-                    authorization = answer;
-                    continue;
-                }
+        let response = self
+            .send(source, path, headers, authorization.as_ref())
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED || *challenged {
+            return Ok(response);
+        }
+        *challenged = true;
+        let answer = self
+            .auth
+            .challenged(
+                &self.transport,
+                &source.registry,
+                &source.repository,
+                response.headers().get(WWW_AUTHENTICATE),
+            )
+            .await?;
+        match answer {
+            Some(answer) if Some(&answer) != authorization.as_ref() => {
+                self.send(source, path, headers, Some(&answer)).await
             }
-            if status.is_success() {
-                return Ok(response);
-            }
-            return Err(self.status_error(source, what, response).await);
+            _ => Ok(response),
         }
     }
 
@@ -429,7 +565,7 @@ impl RegistryClient {
         response: Response<Incoming>,
     ) -> RegistryError {
         let status = response.status();
-        let body = read_body_capped(response.into_body(), 64 << 10)
+        let body = read_capped(response.into_body(), 64 << 10, self.retry.idle)
             .await
             .unwrap_or_default();
         let mut detail = describe_error_body(&body);
@@ -454,6 +590,48 @@ impl RegistryClient {
         }
     }
 
+    /// GETs a document whole (at most `MAX_MANIFEST_SIZE` bytes) and hands it to `check`. A body cut
+    /// short, or one that `check` finds does not match its digest or size, is fetched again.
+    async fn fetch_small<T>(
+        &self,
+        source: &Source,
+        path: &str,
+        accept: Option<&str>,
+        what: &str,
+        check: impl Fn(Bytes, &HeaderMap) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut headers = HeaderMap::new();
+        if let Some(accept) = accept {
+            headers.insert(
+                ACCEPT,
+                HeaderValue::from_str(accept).expect("static accept list"),
+            );
+        }
+        let mut attempts = self.attempts(source);
+        loop {
+            let response = self
+                .get(source, path, &headers, what, &mut attempts)
+                .await?;
+            let response_headers = response.headers().clone();
+            let body = read_capped(response.into_body(), MAX_MANIFEST_SIZE, self.retry.idle).await;
+            let failure = match body {
+                Err(cut @ BodyFailure::TooLarge(_)) => {
+                    return Err(body_error(source, what, cut.to_string()));
+                }
+                Err(cut) => body_error(source, what, cut.to_string()),
+                Ok(body) => match check(body, &response_headers) {
+                    Err(
+                        error @ (RegistryError::DigestMismatch { .. }
+                        | RegistryError::SizeMismatch { .. }),
+                    ) => error,
+                    other => return other,
+                },
+            };
+            self.pause_or_give_up(source, what, &mut attempts, failure, None)
+                .await?;
+        }
+    }
+
     /// Fetches a manifest or index by tag or digest. By digest, the body must hash to it.
     pub async fn manifest(
         &self,
@@ -468,65 +646,58 @@ impl RegistryClient {
             DOCKER_MANIFEST_LIST,
         ]
         .join(", ");
-        let response = self
-            .get(source, &format!("manifests/{object}"), Some(&accept), &what)
-            .await?;
-        let content_type = header_text(response.headers(), CONTENT_TYPE);
-        let header_digest = header_text(response.headers(), "docker-content-digest");
-        let body = self.read_small(source, &what, response).await?;
-        let expected = object.contains(':').then_some(object);
-        let digest = match expected {
-            Some(expected) => {
-                let mut digester = Digester::for_digest(expected)?;
-                digester.update(&body);
-                digester.finish()
+        let check = |body: Bytes, headers: &HeaderMap| {
+            let content_type = header_text(headers, CONTENT_TYPE);
+            let header_digest = header_text(headers, "docker-content-digest");
+            let expected = object.contains(':').then_some(object);
+            let digest = match expected {
+                Some(expected) => {
+                    let mut digester = Digester::for_digest(expected)?;
+                    digester.update(&body);
+                    digester.finish()
+                }
+                None => sha256_digest(&body),
+            };
+            // By digest the body must match the ask; by tag, a registry's own digest header must
+            // match the body.
+            for claimed in [
+                expected,
+                (!header_digest.is_empty()).then_some(header_digest.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if claimed.split(':').next() == digest.split(':').next() && claimed != digest {
+                    return Err(RegistryError::DigestMismatch {
+                        registry: source.registry.clone(),
+                        what: what.clone(),
+                        expected: claimed.to_string(),
+                        actual: digest,
+                    });
+                }
             }
-            None => sha256_digest(&body),
-        };
-        // By digest the body must match the ask; by tag, a registry's own digest header must match the body.
-        for claimed in [
-            expected,
-            (!header_digest.is_empty()).then_some(header_digest.as_str()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if claimed.split(':').next() == digest.split(':').next() && claimed != digest {
-                return Err(RegistryError::DigestMismatch {
+            let (media_type, manifest) = parse_manifest(&body, &content_type).map_err(|cause| {
+                RegistryError::BadManifest {
                     registry: source.registry.clone(),
-                    what,
-                    expected: claimed.to_string(),
-                    actual: digest,
-                });
-            }
-        }
-        let (media_type, manifest) =
-            parse_manifest(&body, &content_type).map_err(|cause| RegistryError::BadManifest {
-                registry: source.registry.clone(),
-                what: what.clone(),
-                cause,
+                    what: what.clone(),
+                    cause,
+                }
             })?;
-        Ok(FetchedManifest {
-            digest,
-            media_type,
-            size: body.len() as u64,
-            manifest,
-        })
-    }
-
-    async fn read_small(
-        &self,
-        source: &Source,
-        what: &str,
-        response: Response<Incoming>,
-    ) -> Result<Bytes, RegistryError> {
-        read_body_capped(response.into_body(), MAX_MANIFEST_SIZE)
-            .await
-            .map_err(|cause| RegistryError::Body {
-                registry: source.registry.clone(),
-                what: what.to_string(),
-                cause,
+            Ok(FetchedManifest {
+                digest,
+                media_type,
+                size: body.len() as u64,
+                manifest,
             })
+        };
+        self.fetch_small(
+            source,
+            &format!("manifests/{object}"),
+            Some(&accept),
+            &what,
+            check,
+        )
+        .await
     }
 
     /// Fetches a small blob (an image config) whole, verified.
@@ -546,106 +717,343 @@ impl RegistryClient {
                 ),
             });
         }
-        let mut digester = Digester::for_digest(&descriptor.digest)?;
-        let response = self
-            .get(source, &format!("blobs/{}", descriptor.digest), None, &what)
-            .await?;
-        let body = self.read_small(source, &what, response).await?;
-        digester.update(&body);
-        verify(
+        Digester::for_digest(&descriptor.digest)?;
+        let check = |body: Bytes, _: &HeaderMap| {
+            let mut digester = Digester::for_digest(&descriptor.digest)?;
+            digester.update(&body);
+            verify(
+                source,
+                &what,
+                descriptor,
+                body.len() as u64,
+                digester.finish(),
+            )?;
+            Ok(body)
+        };
+        self.fetch_small(
             source,
+            &format!("blobs/{}", descriptor.digest),
+            None,
             &what,
-            descriptor,
-            body.len() as u64,
-            digester.finish(),
-        )?;
-        Ok(body)
+            check,
+        )
+        .await
     }
 
-    /// Starts streaming a blob; bytes arrive through the returned reader (for a blocking consumer), and the
-    /// returned task ends with the verdict on digest and size once the whole body has been read.
-    pub async fn blob_stream(
+    /// Streams a blob into `consume`, which runs on a blocking thread with a reader over the bytes as
+    /// they arrive. A download cut midway resumes where it stopped (`Range: bytes=N-`; the digest
+    /// runs on over the whole blob). When what arrived does not verify, the blob is downloaded again
+    /// from the start into a fresh `consume`. The reader reports its end only once the whole blob has
+    /// verified, so a consumer that reads to the end never accepts unverified bytes. When `consume`
+    /// fails, the download still runs to its end, to tell a damaged blob (downloaded again) from a
+    /// hostile one (`BlobError::Consumer`).
+    pub async fn consume_blob<T, E, F>(
         &self,
         source: &Source,
         descriptor: &Descriptor,
-    ) -> Result<
-        (
-            BlobReader,
-            tokio::task::JoinHandle<Result<u64, RegistryError>>,
-        ),
-        RegistryError,
-    > {
+        consume: F,
+    ) -> Result<T, BlobError<E>>
+    where
+        F: Fn(BlobReader) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let what = format!("blob {}", descriptor.digest);
-        let mut digester = Digester::for_digest(&descriptor.digest)?;
-        let response = self
-            .get(source, &format!("blobs/{}", descriptor.digest), None, &what)
-            .await?;
-        let announced = header_text(response.headers(), CONTENT_LENGTH)
-            .parse::<u64>()
-            .ok();
-        if let Some(length) = announced.filter(|&l| l != descriptor.size) {
-            return Err(RegistryError::SizeMismatch {
-                registry: source.registry.clone(),
-                what,
-                expected: descriptor.size,
-                actual: length,
-            });
+        let consume = Arc::new(consume);
+        let mut restarts = self.retry.attempts();
+        loop {
+            let (sender, receiver) = mpsc::channel(STREAM_DEPTH);
+            let consumer = {
+                let consume = consume.clone();
+                tokio::task::spawn_blocking(move || consume(BlobReader::new(receiver)))
+            };
+            let mut outlet = Outlet { sender, open: true };
+            let downloaded = self.download(source, descriptor, &what, &mut outlet).await;
+            match &downloaded {
+                Ok(_) => outlet.send(Ok(Bytes::new())).await,
+                Err(Download::Failed(error) | Download::Unverified(error)) => {
+                    outlet.send(Err(io::Error::other(error.to_string()))).await
+                }
+            }
+            drop(outlet);
+            let consumed = consumer
+                .await
+                .map_err(|e| BlobError::Worker(e.to_string()))?;
+            let unverified = match downloaded {
+                Ok(_) => return consumed.map_err(BlobError::Consumer),
+                Err(Download::Failed(error)) => return Err(BlobError::Download(error)),
+                Err(Download::Unverified(error)) => error,
+            };
+            self.pause_or_give_up(source, &what, &mut restarts, unverified, None)
+                .await
+                .map_err(BlobError::Download)?;
+            tracing::warn!(registry = %source.registry, blob = %descriptor.digest, "downloading the blob again from its start");
         }
-        let (sender, receiver) = mpsc::channel(STREAM_DEPTH);
-        let source = source.clone();
-        let descriptor = descriptor.clone();
-        let mut body = response.into_body();
-        let task = tokio::spawn(async move {
-            let fail = |error: RegistryError, sender: mpsc::Sender<io::Result<Bytes>>| async move {
-                let _ = sender.send(Err(io::Error::other(error.to_string()))).await;
-                Err(error)
+    }
+
+    /// Downloads a blob into `outlet`, resuming when the body is cut; returns the bytes received once
+    /// they verify.
+    async fn download(
+        &self,
+        source: &Source,
+        descriptor: &Descriptor,
+        what: &str,
+        outlet: &mut Outlet,
+    ) -> Result<u64, Download> {
+        let path = format!("blobs/{}", descriptor.digest);
+        let size = descriptor.size;
+        let mut digester = Digester::for_digest(&descriptor.digest).map_err(Download::Failed)?;
+        let mut received: u64 = 0;
+        // Cleared once the registry answers a Range request wrongly: from then on, full bodies only.
+        let mut ranges = true;
+        let mut attempts = self.attempts(source);
+        let mut progress = Progress::new();
+        loop {
+            let ranged = received > 0 && ranges;
+            let mut headers = HeaderMap::new();
+            if ranged {
+                headers.insert(
+                    RANGE,
+                    HeaderValue::from_str(&format!("bytes={received}-")).expect("digits"),
+                );
+            }
+            let response = self
+                .get(source, &path, &headers, what, &mut attempts)
+                .await
+                .map_err(Download::Failed)?;
+            // A 206 goes on from `received`; anything else is the whole blob again, whose first
+            // `received` bytes were delivered already and must be the same.
+            let (skip, length) = match response.status() {
+                StatusCode::PARTIAL_CONTENT => (0, size - received),
+                _ => (received, size),
             };
-            let body_error = |cause: String| RegistryError::Body {
-                registry: source.registry.clone(),
-                what: what.clone(),
-                cause,
-            };
-            let mut received: u64 = 0;
-            let mut progress = Progress::new();
-            loop {
-                let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
-                    Err(_) => {
-                        return fail(
-                            body_error(format!("stalled for {BODY_IDLE_TIMEOUT:?}")),
-                            sender,
-                        )
-                        .await;
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => return fail(body_error(error_chain(&e)), sender).await,
+            let wrong = if response.status() == StatusCode::PARTIAL_CONTENT {
+                check_content_range(response.headers(), ranged, received, size).err()
+            } else {
+                None
+            }
+            .map(|cause| body_error(source, what, cause))
+            .or_else(|| {
+                header_text(response.headers(), CONTENT_LENGTH)
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&announced| announced != length)
+                    .map(|announced| RegistryError::SizeMismatch {
+                        registry: source.registry.clone(),
+                        what: format!("{what} (Content-Length)"),
+                        expected: length,
+                        actual: announced,
+                    })
+            });
+            if let Some(failure) = wrong {
+                ranges &= response.status() != StatusCode::PARTIAL_CONTENT;
+                self.pause_or_give_up(source, what, &mut attempts, failure, None)
+                    .await
+                    .map_err(Download::Failed)?;
+                continue;
+            }
+            let mut body = response.into_body();
+            let mut resent = (skip > 0)
+                .then(|| Digester::for_digest(&descriptor.digest).map(|d| (d, skip)))
+                .transpose()
+                .map_err(Download::Failed)?;
+            let cut = loop {
+                let frame = match tokio::time::timeout(self.retry.idle, body.frame()).await {
+                    Err(_) => break Some(format!("stalled for {:?}", self.retry.idle)),
+                    Ok(None) => break None,
+                    Ok(Some(Err(e))) => break Some(error_chain(&e)),
                     Ok(Some(Ok(frame))) => frame,
                 };
-                let Ok(data) = frame.into_data() else {
+                let Ok(mut data) = frame.into_data() else {
                     continue;
                 };
+                if let Some((prefix, left)) = &mut resent {
+                    let n = (*left).min(data.len() as u64);
+                    prefix.update(&data[..n as usize]);
+                    *left -= n;
+                    data = data.slice(n as usize..);
+                    if *left > 0 {
+                        continue;
+                    }
+                    let (prefix, _) = resent.take().expect("checked above");
+                    if prefix.finish() != digester.clone().finish() {
+                        return Err(Download::Unverified(body_error(
+                            source,
+                            what,
+                            format!(
+                                "sent again whole, its first {received} bytes differ from those read before"
+                            ),
+                        )));
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
                 received += data.len() as u64;
-                if received > descriptor.size {
-                    let error = RegistryError::SizeMismatch {
+                if received > size {
+                    return Err(Download::Unverified(RegistryError::SizeMismatch {
                         registry: source.registry.clone(),
-                        what: what.clone(),
-                        expected: descriptor.size,
+                        what: what.to_string(),
+                        expected: size,
                         actual: received,
-                    };
-                    return fail(error, sender).await;
+                    }));
                 }
                 digester.update(&data);
-                progress.report(&descriptor, &source, received);
-                if sender.send(Ok(data)).await.is_err() {
-                    // The consumer stopped (it failed on its own); its error is the one reported.
-                    return Ok(received);
+                attempts.progressed();
+                progress.report(descriptor, source, received);
+                outlet.send(Ok(data)).await;
+            };
+            let cut = match (cut, &resent) {
+                (None, Some(_)) => Some("the body ended before the bytes already read".to_string()),
+                (cut, _) => cut,
+            };
+            let Some(cause) = cut else { break };
+            if received == size && resent.is_none() {
+                // Every byte is here; the connection broke after them.
+                break;
+            }
+            self.pause_or_give_up(
+                source,
+                what,
+                &mut attempts,
+                body_error(source, what, cause),
+                None,
+            )
+            .await
+            .map_err(Download::Failed)?;
+            tracing::info!(
+                registry = %source.registry,
+                blob = %descriptor.digest,
+                offset = received,
+                size,
+                range = ranges,
+                "resuming the download"
+            );
+        }
+        verify(source, what, descriptor, received, digester.finish())
+            .map_err(Download::Unverified)?;
+        Ok(received)
+    }
+}
+
+/// Where downloaded bytes go: the consumer's channel, while the consumer listens.
+struct Outlet {
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    open: bool,
+}
+
+impl Outlet {
+    async fn send(&mut self, item: io::Result<Bytes>) {
+        if self.open && self.sender.send(item).await.is_err() {
+            // The consumer stopped (it failed on its own); the download goes on to its verdict.
+            self.open = false;
+        }
+    }
+}
+
+/// Whether a failed request may pass if tried again (see `retry`).
+fn worth_retrying(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::Transport(error) | RegistryError::Auth(AuthError::Transport(error)) => {
+            transport_transient(error)
+        }
+        RegistryError::Auth(AuthError::TokenStatus { status, .. }) => {
+            retry::retryable_status(*status)
+        }
+        _ => false,
+    }
+}
+
+fn transport_transient(error: &TransportError) -> bool {
+    matches!(
+        error,
+        TransportError::Connect {
+            transient: true,
+            ..
+        } | TransportError::Timeout { .. }
+    )
+}
+
+/// The registry could not be reached at all (rather than answering badly).
+fn is_unreachable(error: &RegistryError) -> bool {
+    matches!(error, RegistryError::Transport(e) if transport_transient(e))
+}
+
+fn body_error(source: &Source, what: &str, cause: String) -> RegistryError {
+    RegistryError::Body {
+        registry: source.registry.clone(),
+        what: what.to_string(),
+        cause,
+    }
+}
+
+/// A 206 must answer a Range request with `Content-Range: bytes FROM-LAST/TOTAL`, starting where the
+/// download stopped and running to the blob's end (TOTAL may be `*`).
+fn check_content_range(
+    headers: &HeaderMap,
+    ranged: bool,
+    from: u64,
+    size: u64,
+) -> Result<(), String> {
+    let value = header_text(headers, CONTENT_RANGE);
+    if !ranged {
+        return Err(format!("206 ({value:?}) to a request for the whole blob"));
+    }
+    let parsed = value.strip_prefix("bytes ").and_then(|rest| {
+        let (range, total) = rest.split_once('/')?;
+        let (first, last) = range.split_once('-')?;
+        Some((first.parse::<u64>().ok()?, last.parse::<u64>().ok()?, total))
+    });
+    match parsed {
+        Some((first, last, total))
+            if first == from
+                && last.checked_add(1) == Some(size)
+                && (total == "*" || total.parse::<u64>() == Ok(size)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "Content-Range {value:?} does not answer a resume from byte {from} of {size}"
+        )),
+    }
+}
+
+/// Why a whole-body read failed.
+#[derive(Debug)]
+enum BodyFailure {
+    TooLarge(usize),
+    Cut(String),
+    Stalled(Duration),
+}
+
+impl std::fmt::Display for BodyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyFailure::TooLarge(cap) => write!(f, "response body exceeds {cap} bytes"),
+            BodyFailure::Cut(cause) => f.write_str(cause),
+            BodyFailure::Stalled(after) => write!(f, "stalled for {after:?}"),
+        }
+    }
+}
+
+/// Reads a whole (small) body: fails once it grows past `cap` bytes, so a hostile server cannot make
+/// us buffer without bound, or when it stalls for `idle`.
+async fn read_capped(mut body: Incoming, cap: usize, idle: Duration) -> Result<Bytes, BodyFailure> {
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(BodyFailure::Stalled(idle)),
+            Ok(None) => return Ok(collected.freeze()),
+            Ok(Some(Err(e))) => return Err(BodyFailure::Cut(error_chain(&e))),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if collected.len() + data.len() > cap {
+                        return Err(BodyFailure::TooLarge(cap));
+                    }
+                    collected.extend_from_slice(&data);
                 }
             }
-            if let Err(error) = verify(&source, &what, &descriptor, received, digester.finish()) {
-                return fail(error, sender).await;
-            }
-            Ok(received)
-        });
-        Ok((BlobReader::new(receiver), task))
+        }
     }
 }
 
@@ -748,11 +1156,14 @@ fn describe_error_body(body: &[u8]) -> String {
     }
 }
 
-/// A blocking `Read` over a blob being downloaded by an async task. A verification failure of the
-/// download arrives as a read error, so a consumer can never see the end of a blob that did not verify.
+/// A blocking `Read` over a blob being downloaded by an async task. The download marks the end of a
+/// verified blob with an empty chunk; a failed verification arrives as a read error, and a download
+/// that stops without either is an error too, so a consumer never sees the end of a blob that did not
+/// verify.
 pub struct BlobReader {
     receiver: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+    verified: bool,
 }
 
 impl BlobReader {
@@ -760,6 +1171,7 @@ impl BlobReader {
         BlobReader {
             receiver,
             current: Bytes::new(),
+            verified: false,
         }
     }
 }
@@ -767,8 +1179,16 @@ impl BlobReader {
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if self.verified {
+                return Ok(0);
+            }
             match self.receiver.blocking_recv() {
-                None => return Ok(0),
+                None => {
+                    return Err(io::Error::other(
+                        "the download stopped before the blob verified",
+                    ));
+                }
+                Some(Ok(chunk)) if chunk.is_empty() => self.verified = true,
                 Some(chunk) => self.current = chunk?,
             }
         }
@@ -864,5 +1284,55 @@ mod tests {
         let err = reader.read_to_end(&mut out).unwrap_err();
         assert_eq!(out, b"abc");
         assert!(err.to_string().contains("digest mismatch"));
+    }
+
+    #[test]
+    fn blob_reader_ends_only_at_the_verified_end_marker() {
+        let (sender, receiver) = mpsc::channel(4);
+        sender.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
+        drop(sender);
+        let mut out = Vec::new();
+        let err = BlobReader::new(receiver).read_to_end(&mut out).unwrap_err();
+        assert!(
+            err.to_string().contains("before the blob verified"),
+            "{err}"
+        );
+
+        let (sender, receiver) = mpsc::channel(4);
+        sender.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
+        sender.try_send(Ok(Bytes::new())).unwrap();
+        let mut out = Vec::new();
+        BlobReader::new(receiver).read_to_end(&mut out).unwrap();
+        assert_eq!(
+            out, b"abc",
+            "ends at the marker, with the sender still open"
+        );
+    }
+
+    #[test]
+    fn a_resume_must_start_where_the_download_stopped_and_run_to_the_end() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_RANGE, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert!(check_content_range(&headers("bytes 100-999/1000"), true, 100, 1000).is_ok());
+        assert!(check_content_range(&headers("bytes 100-999/*"), true, 100, 1000).is_ok());
+        for wrong in [
+            "bytes 0-999/1000",
+            "bytes 100-998/1000",
+            "bytes 100-999/1001",
+            "bytes 100-/1000",
+            "100-999/1000",
+        ] {
+            assert!(
+                check_content_range(&headers(wrong), true, 100, 1000).is_err(),
+                "{wrong}"
+            );
+        }
+        assert!(
+            check_content_range(&headers("bytes 0-999/1000"), false, 0, 1000).is_err(),
+            "a 206 to a request without Range"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::mirrors::MirrorTable;
 use crate::plan::Planner;
 use crate::proxy::Proxies;
 use crate::registry::RegistryClient;
+use crate::retry::RetryPolicy;
 use crate::transport::{Transport, TransportConfig, TransportError};
 use crate::trust::{Roots, TrustError};
 
@@ -25,6 +26,8 @@ pub struct Settings {
     pub ca_files: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub proxies: Arc<Proxies>,
+    /// How registry requests are retried, and the run's deadline.
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, Error)]
@@ -126,14 +129,15 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         roots,
         insecure_registries: insecure,
         connect_timeout: Duration::from_secs(30),
-        response_timeout: Duration::from_secs(60),
+        response_timeout: settings.retry.headers,
         proxies: settings.proxies.clone(),
     })?;
     let keychain = Arc::new(keychain);
     let client = RegistryClient::new(
         Arc::new(transport),
         Arc::new(Authenticator::new(keychain.clone())),
-    );
+    )
+    .with_retry(settings.retry);
     Ok(Setup {
         client: Arc::new(client),
         planner: Arc::new(Planner::new(table, keychain)),

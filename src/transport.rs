@@ -35,7 +35,12 @@ pub(crate) const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARG
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error("cannot connect to {host}: {cause}")]
-    Connect { host: String, cause: String },
+    Connect {
+        host: String,
+        cause: String,
+        /// Whether another try may succeed (see `retry::is_transient`).
+        transient: bool,
+    },
     #[error("{host} did not answer within {after:?}")]
     Timeout { host: String, after: Duration },
     #[error("more than {MAX_REDIRECTS} redirects from {url}")]
@@ -256,6 +261,7 @@ impl Transport {
                 None => Err(TransportError::Connect {
                     host: authority,
                     cause: error_chain(&error),
+                    transient: crate::retry::is_transient(&error),
                 }),
             },
             Ok(Ok(response)) => match plain_proxy {

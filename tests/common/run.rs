@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 /// stalling the suite.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The binary's hidden retry timings (`provider_images::retry::ENV`) for tests: the production
+/// backoff, scaled down a hundredfold or so, so a test that fails requests stays fast; the number
+/// of tries is the production one. A test that times retries sets its own.
+pub const RETRY_ENV: &str = "PROVIDER_IMAGES_RETRY";
+pub const FAST_RETRIES: &str = "base=10ms,max=100ms,retry-after-max=2s";
+
 /// Variables that would let the developer's or CI's environment steer a run: proxies (the
 /// binary honours them), the binary's own env fallbacks for flags, and cluster access (a
 /// kubeconfig must never lead a test to a real cluster). A test sets what it needs with `env`.
@@ -28,6 +34,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "KUBECONFIG",
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
+    RETRY_ENV,
 ];
 
 /// The project's binary, as cargo built it for these tests.
@@ -58,9 +65,9 @@ impl Default for Run {
 }
 
 impl Run {
-    /// The binary under test.
+    /// The binary under test, with fast retries.
     pub fn new() -> Self {
-        Run::program(provider_images_bin())
+        Run::program(provider_images_bin()).env(RETRY_ENV, FAST_RETRIES)
     }
 
     /// Any program (e.g. skopeo, to compare with a reference client).

@@ -138,6 +138,11 @@ impl TlsStream {
         }
     }
 
+    /// The TCP socket underneath (the fault proxy makes closing it a reset).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
     /// Sends the TLS records rustls has queued (handshake messages, alerts, application data).
     fn poll_send_records(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.tls.wants_write() {
