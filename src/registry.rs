@@ -39,6 +39,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Authenticator};
+use crate::proxy::connector::ProxyError;
 use crate::retry::{self, Attempts, GiveUp, RetryPolicy};
 use crate::transport::{Transport, TransportError, error_chain};
 
@@ -965,13 +966,19 @@ fn worth_retrying(error: &RegistryError) -> bool {
 }
 
 fn transport_transient(error: &TransportError) -> bool {
-    matches!(
-        error,
-        TransportError::Connect {
-            transient: true,
-            ..
-        } | TransportError::Timeout { .. }
-    )
+    match error {
+        TransportError::Connect { transient, .. } => *transient,
+        TransportError::Timeout { .. } => true,
+        // A proxy that cannot be reached, or that could not reach the registry (CONNECT answered
+        // 408, 429 or 5xx), fails like the network; 407 and broken answers do not pass on retry.
+        TransportError::Proxy(ProxyError::Unreachable { .. }) => true,
+        TransportError::Proxy(ProxyError::ConnectRefused { status, .. }) => status
+            .get(..3)
+            .and_then(|code| code.parse().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .is_some_and(retry::retryable_status),
+        _ => false,
+    }
 }
 
 /// The registry could not be reached at all (rather than answering badly).
@@ -1307,6 +1314,52 @@ mod tests {
             out, b"abc",
             "ends at the marker, with the sender still open"
         );
+    }
+
+    #[test]
+    fn network_and_proxy_failures_are_worth_another_try_and_verdicts_are_not() {
+        let connect = |transient| TransportError::Connect {
+            host: "r".into(),
+            cause: "x".into(),
+            transient,
+        };
+        let refused = |status: &str| {
+            TransportError::Proxy(ProxyError::ConnectRefused {
+                target: "r:443".into(),
+                proxy: "p:3128".into(),
+                status: status.into(),
+            })
+        };
+        for (error, expected) in [
+            (connect(true), true),
+            (connect(false), false),
+            (
+                TransportError::Timeout {
+                    host: "r".into(),
+                    after: Duration::from_secs(1),
+                },
+                true,
+            ),
+            (
+                TransportError::Proxy(ProxyError::Unreachable {
+                    proxy: "p:3128".into(),
+                    cause: "refused".into(),
+                }),
+                true,
+            ),
+            (refused("503 Service Unavailable"), true),
+            (refused("502 Bad Gateway"), true),
+            (refused("407 Proxy Authentication Required"), false),
+            (refused("403 Forbidden"), false),
+            (TransportError::BadUrl("x".into()), false),
+        ] {
+            let shown = error.to_string();
+            assert_eq!(
+                worth_retrying(&RegistryError::Transport(error)),
+                expected,
+                "{shown}"
+            );
+        }
     }
 
     #[test]

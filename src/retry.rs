@@ -12,6 +12,7 @@
 //! | `401` | the token is dropped and the challenge answered again, once per request (an expired or revoked token) |
 //! | any other `4xx`, a refused redirect, an oversized document | not retried |
 //! | token request failing as above (network, `408`/`429`/`5xx`) | retried as the request it serves |
+//! | egress proxy unreachable, or answering `CONNECT` with `408`/`429`/`5xx` | retried; `407` is not |
 //! | body cut or stalled midway | a blob resumes with `Range: bytes=N-` (`registry`); a document is fetched again |
 //! | bytes that do not match their digest or size, a wrong `Content-Length` | fetched again from the start |
 //! | a host that stayed unreachable through a whole round of tries | later requests of the run try it once |
