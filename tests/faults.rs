@@ -835,10 +835,11 @@ fn sigkill_at_any_point_of_a_pull_leaves_a_whole_tree_and_the_next_run_succeeds(
     let length = started.elapsed();
     for kill in 0..KILLS {
         let running = extract.command(out.path()).spawn();
-        std::thread::sleep(length * (2 * kill + 1) / (2 * KILLS));
+        // Spread over the first 80% of a run; a run that is faster this time may have ended.
+        std::thread::sleep(length * 4 * (2 * kill + 1) / (10 * KILLS));
         running.signal("KILL");
         let run = running.wait(Duration::from_secs(10));
-        assert_eq!(run.code, None, "killed {kill}: {run}");
+        assert!(matches!(run.code, None | Some(0)), "kill {kill}: {run}");
         // One whole tree, old or (when the kill came after the swap) new; never a mix.
         let contents = assert_whole(out.path());
         assert!(
