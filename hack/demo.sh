@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The demo: the whole disconnected flow on one machine. A TLS mirror registry (CA made just now, htpasswd
 # auth) holds two sample provider images; a cluster dump (as `oc get -o yaml` prints it) says that
-# quay.io and registry.ci.openshift.org are mirrored there (ImageDigestMirrorSet, ImageContentSourcePolicy),
-# carries the mirror's CA in trusted-ca-bundle and the pull secret; images.json names the *source*
-# registries by digest. `resolve` shows the plan, `extract` pulls from the mirror and publishes the tree.
-# Stops everything it started; re-runnable. Needs root for apt-get on a fresh machine.
+# quay.io and registry.ci.openshift.org are mirrored there (ImageDigestMirrorSet with NeverContactSource,
+# ImageContentSourcePolicy), carries the mirror's CA in trusted-ca-bundle and the pull secret; images.json
+# names the *source* registries by digest. `resolve` shows the plan, `extract` pulls from the mirror and
+# publishes the tree; the demo fails unless every image was served by the mirror. Stops everything it
+# started; re-runnable (KEEP_LAB=1 keeps the lab directory). Needs root for apt-get on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -79,6 +80,7 @@ items:
     - source: quay.io/openshift
       mirrors:
       - $REGISTRY/ocp4
+      mirrorSourcePolicy: NeverContactSource
 YAML
 cat >"$CLUSTER/imagecontentsourcepolicies.yaml" <<YAML
 apiVersion: v1
@@ -125,11 +127,22 @@ cat >"$LAB/images.json" <<JSON
   "gcp-cluster-api-controllers": "registry.ci.openshift.org/openshift/capi-gcp@$GCP_DIGEST"
 }
 JSON
-echo "== images.json names the source registries (unreachable here):"
+echo "== images.json names the source registries:"
 cat "$LAB/images.json"
+for source in quay.io registry.ci.openshift.org; do
+    if curl -s -o /dev/null -m 3 "https://$source/v2/"; then
+        echo "   $source is reachable from here, but the mirror comes first"
+    else
+        echo "   $source is unreachable from here"
+    fi
+done
 
 echo "== provider-images resolve --cluster-dir cluster/ --images-json images.json"
-"$BIN" resolve --cluster-dir "$CLUSTER" --images-json "$LAB/images.json" --log-format text 2>/dev/null
+if ! "$BIN" resolve --cluster-dir "$CLUSTER" --images-json "$LAB/images.json" --log-format text \
+    2>"$LAB/resolve.log"; then
+    cat "$LAB/resolve.log" >&2
+    exit 1
+fi
 echo "== provider-images extract --cluster-dir cluster/ --images-json images.json --output out/"
 "$BIN" extract --cluster-dir "$CLUSTER" --images-json "$LAB/images.json" --output "$LAB/out" --log-format text
 echo "== the published tree (the operator reads it through the links)"
@@ -138,3 +151,9 @@ echo "== the published tree (the operator reads it through the links)"
 done && find -L . -path './..*' -prune -o -path './*/*' -print | sort)
 echo "== index.json"
 cat "$LAB/out/index.json"
+served=$(grep -c "\"source\": \"$REGISTRY/" "$LAB/out/index.json" || true)
+if [ "$served" != 2 ]; then
+    echo "== FAILED: $served of 2 images were served by the mirror $REGISTRY" >&2
+    exit 1
+fi
+echo "== both images were pulled from the mirror $REGISTRY; the sources were never needed"

@@ -1,8 +1,9 @@
 # Shared by the hack/ scripts: installing what they need and running a local TLS registry.
 # shellcheck shell=bash
 
-# Debian packages the demo, the tests and the benchmarks use.
-LAB_PACKAGES=(docker-registry skopeo openssl apache2-utils zstd pigz time)
+# Debian packages the demo, the tests and the benchmarks use (curl and python3 are not on a fresh
+# Debian: start_registry and free_port need them).
+LAB_PACKAGES=(docker-registry skopeo openssl apache2-utils zstd pigz time curl python3)
 
 ensure_packages() {
     local missing=()
