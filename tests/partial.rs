@@ -39,7 +39,8 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
 
 /// The fixture's layers, lowest first, as plain tars: a base with a large binary and a profile
 /// to be removed; a provider layer whose two profiles sit on either side of a large file, with an
-/// opaque marker; an upper layer with whiteouts and one more file.
+/// opaque marker; an upper layer with whiteouts and one more file (and enough else to be pulled
+/// partially: smaller layers are fetched whole).
 fn fixture_tars() -> Vec<Vec<u8>> {
     let base = TarBuilder::new()
         .dir("usr/")
@@ -92,6 +93,7 @@ fn fixture_tars() -> Vec<Vec<u8>> {
         .file(&format!("{M}/techpreview/notes.txt"), b"notes\n")
         .dir("etc/")
         .whiteout("etc/os-release")
+        .file("etc/padding", &noise("padding", 40 << 10))
         .finish();
     vec![base, provider, upper]
 }
@@ -846,4 +848,45 @@ fn a_file_over_the_limits_is_judged_by_the_full_pull() {
         run.stderr
     );
     assert!(!out.path().join("index.json").exists());
+}
+
+#[test]
+fn a_small_layer_is_fetched_whole() {
+    let registry = basic_registry();
+    let tars = fixture_tars();
+    let small = TarBuilder::new()
+        .dir(&format!("{M}/"))
+        .dir(&format!("{M}/techpreview/"))
+        .file(&format!("{M}/techpreview/notes.txt"), b"notes\n")
+        .finish();
+    let mut layers = zstd_chunked_layers(&[tars[0].clone(), tars[1].clone(), small]);
+    let top = layers.pop().unwrap();
+    assert!(top.bytes.len() < 32 << 10);
+    layers.push(top.clone());
+    let reference = push(&registry, "p/app", &layers);
+    let (out, run) = extract(&registry, &[&reference], &[]);
+    run.assert_code(0);
+    let mut expected = expected_tree();
+    expected.extend([
+        ("old".to_owned(), None),
+        (
+            "old/metadata.yaml".to_owned(),
+            Some(DEFAULT_METADATA.as_bytes().to_vec()),
+        ),
+        (
+            "old/manifests.yaml".to_owned(),
+            Some(b"kind: Old\n".to_vec()),
+        ),
+    ]);
+    assert_eq!(published_tree(out.path(), &reference), expected);
+    assert_fallback(
+        &layer_line(&run, &top),
+        WHOLE,
+        "a layer under 32768 bytes is fetched whole",
+    );
+    let gets: Vec<_> = blob_gets(&registry)
+        .into_iter()
+        .filter(|g| g.0 == top.digest())
+        .collect();
+    assert_eq!(gets.len(), 1, "one request: {gets:?}");
 }

@@ -34,6 +34,12 @@ use ranges::Fetcher;
 
 /// Largest TOC read, compressed or not: containers/storage refuses TOCs over 50 MiB too.
 const MAX_TOC: u64 = 50 << 20;
+/// Layers this small are downloaded whole: one request, where a partial pull takes one or two
+/// for about as many bytes.
+const MIN_PARTIAL: u64 = 32 << 10;
+/// How far into a decompressed member a chunk may start, per compressed byte: the full path's
+/// inflate cap, against a TOC that would have us inflate a bomb to skip to its data.
+const MAX_INFLATE_RATIO: u64 = 100;
 
 /// Partial pulls for one run: whether they are on, and what they cost.
 pub struct Partial {
@@ -204,12 +210,25 @@ async fn pull(
     layer: &Descriptor,
     limits: &Limits,
 ) -> Result<(&'static str, Contribution), Fallback> {
-    let (format, codec, toc) = if let Some(found) = zstd_chunked::find(layer)? {
-        ("zstd:chunked", Codec::Zstd, found.read(fetcher).await?)
+    enum Found {
+        ZstdChunked(zstd_chunked::Found),
+        Estargz(estargz::Found),
+    }
+    let found = if let Some(found) = zstd_chunked::find(layer)? {
+        Found::ZstdChunked(found)
     } else if let Some(found) = estargz::find(layer)? {
-        ("estargz", Codec::Gzip, found.read(fetcher).await?)
+        Found::Estargz(found)
     } else {
         return Err(Fallback::plain("no TOC annotations"));
+    };
+    if layer.size < MIN_PARTIAL {
+        return Err(Fallback::plain(format!(
+            "a layer under {MIN_PARTIAL} bytes is fetched whole"
+        )));
+    }
+    let (format, codec, toc) = match found {
+        Found::ZstdChunked(found) => ("zstd:chunked", Codec::Zstd, found.read(fetcher).await?),
+        Found::Estargz(found) => ("estargz", Codec::Gzip, found.read(fetcher).await?),
     };
     let wanted = wanted_files(&toc, layer, limits)?;
     let compressed: Vec<Range<u64>> = wanted
@@ -291,6 +310,11 @@ fn check_chunks(entry: &TocEntry, layer: &Descriptor) -> Result<(), Fallback> {
     for chunk in &entry.chunks {
         if chunk.compressed.start >= chunk.compressed.end || chunk.compressed.end > layer.size {
             return Err(bad("a data range outside the layer"));
+        }
+        let inflatable =
+            (chunk.compressed.end - chunk.compressed.start).saturating_mul(MAX_INFLATE_RATIO);
+        if chunk.skip.saturating_add(chunk.size) > inflatable {
+            return Err(bad("data deeper in its member than the member can hold"));
         }
         covered = covered.saturating_add(chunk.size);
     }
