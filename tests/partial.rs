@@ -278,12 +278,21 @@ fn zstd_chunked_layers(tars: &[Vec<u8>]) -> Vec<Blob> {
 /// An eStargz layer of the entries of `tar`: a gzip member starts at each chunk of file data
 /// (`subtree_chunk` bytes at most under the subtree, 1 MiB elsewhere), headers and padding run on
 /// in the member before them, then the TOC member (its JSON as `edit` leaves it) and the footer.
-fn estargz_layer(tar: &[u8], subtree_chunk: usize, edit: impl FnOnce(&mut Value)) -> Blob {
+/// With `pack`, a chunk under the subtree goes on in the member of the data before it (at its
+/// `innerOffset`) rather than starting one.
+fn estargz_layer(
+    tar: &[u8],
+    subtree_chunk: usize,
+    pack: bool,
+    edit: impl FnOnce(&mut Value),
+) -> Blob {
     fn gz(data: &[u8]) -> Vec<u8> {
         gzip(data)
     }
     let mut blob = Vec::new();
     let mut member = Vec::new();
+    // Where the member under way starts, when it was started for data.
+    let mut data_member: Option<usize> = None;
     let mut toc = Vec::new();
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().unwrap() {
@@ -317,14 +326,23 @@ fn estargz_layer(tar: &[u8], subtree_chunk: usize, edit: impl FnOnce(&mut Value)
         };
         let chunks: Vec<&[u8]> = data.chunks(chunk_size).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            blob.extend(gz(&member));
-            member.clear();
             let mut piece = if i == 0 {
                 item.clone()
             } else {
                 json!({"name": name, "type": "chunk", "chunkOffset": i * chunk_size})
             };
-            piece["offset"] = json!(blob.len());
+            match data_member {
+                Some(start) if pack && name.starts_with(M) => {
+                    piece["offset"] = json!(start);
+                    piece["innerOffset"] = json!(member.len());
+                }
+                _ => {
+                    blob.extend(gz(&member));
+                    member.clear();
+                    data_member = Some(blob.len());
+                    piece["offset"] = json!(blob.len());
+                }
+            }
             piece["chunkDigest"] = json!(sha256_digest(chunk));
             if chunks.len() > 1 && i + 1 < chunks.len() {
                 piece["chunkSize"] = json!(chunk.len());
@@ -361,9 +379,9 @@ fn estargz_footer(toc_offset: u64) -> Vec<u8> {
     footer
 }
 
-fn estargz_layers(tars: &[Vec<u8>], subtree_chunk: usize) -> Vec<Blob> {
+fn estargz_layers(tars: &[Vec<u8>], subtree_chunk: usize, pack: bool) -> Vec<Blob> {
     tars.iter()
-        .map(|tar| estargz_layer(tar, subtree_chunk, |_| {}))
+        .map(|tar| estargz_layer(tar, subtree_chunk, pack, |_| {}))
         .collect()
 }
 
@@ -471,17 +489,29 @@ fn zstd_chunked_estargz_and_gzip_publish_the_same_tree() {
     let tars = fixture_tars();
     let gzip_ref = push(&registry, "p/gzip", &gzip_layers(&tars));
     let chunked_ref = push(&registry, "p/chunked", &zstd_chunked_layers(&tars));
-    let estargz_ref = push(&registry, "p/estargz", &estargz_layers(&tars, 4 << 20));
+    let estargz_ref = push(
+        &registry,
+        "p/estargz",
+        &estargz_layers(&tars, 4 << 20, false),
+    );
     // Files under the subtree in chunks of 40 bytes: several gzip members each.
-    let chunks_ref = push(&registry, "p/chunks", &estargz_layers(&tars, 40));
-    let refs = [gzip_ref.as_str(), &chunked_ref, &estargz_ref, &chunks_ref];
+    let chunks_ref = push(&registry, "p/chunks", &estargz_layers(&tars, 40, false));
+    // And chunks sharing members, found by their innerOffset.
+    let packed_ref = push(&registry, "p/packed", &estargz_layers(&tars, 40, true));
+    let refs = [
+        gzip_ref.as_str(),
+        &chunked_ref,
+        &estargz_ref,
+        &chunks_ref,
+        &packed_ref,
+    ];
 
     let (partial, run) = extract(&registry, &refs, &[]);
     run.assert_code(0);
     assert_eq!(
         log_lines(&run, "layer pulled partially").len(),
-        8,
-        "three zstd:chunked layers and five eStargz ones (both eStargz images share the top one):\n{}",
+        10,
+        "three zstd:chunked layers and seven eStargz ones (the eStargz images share the top one):\n{}",
         run.stderr
     );
     let whole = log_lines(&run, "pulling the layer whole");
@@ -541,7 +571,7 @@ fn a_partial_pull_is_a_few_small_range_requests_per_layer() {
     let tars = fixture_tars();
     for (format, layers) in [
         ("zstd:chunked", zstd_chunked_layers(&tars)),
-        ("estargz", estargz_layers(&tars, 4 << 20)),
+        ("estargz", estargz_layers(&tars, 4 << 20, false)),
     ] {
         let registry = basic_registry();
         let reference = push(&registry, "p/app", &layers);
@@ -718,7 +748,7 @@ fn a_toc_that_does_not_match_its_annotation_is_never_used() {
         "version 7 is not known",
     );
 
-    let estargz = estargz_layers(&tars, 4 << 20);
+    let estargz = estargz_layers(&tars, 4 << 20, false);
     let mut other_digest = estargz[1].clone();
     other_digest.descriptor["annotations"][ESTARGZ_TOC] = json!(sha256_digest(b"other"));
     assert_fallback(
@@ -726,7 +756,9 @@ fn a_toc_that_does_not_match_its_annotation_is_never_used() {
         REFUSED,
         "the annotation says sha256:",
     );
-    let not_a_toc = estargz_layer(&tars[1], 4 << 20, |toc| toc["entries"] = json!("none"));
+    let not_a_toc = estargz_layer(&tars[1], 4 << 20, false, |toc| {
+        toc["entries"] = json!("none")
+    });
     assert_fallback(
         &fallback_of(estargz, not_a_toc),
         WHOLE,
@@ -753,8 +785,8 @@ fn file_data_that_does_not_match_the_toc_is_never_used() {
     );
     assert_fallback(&line, REFUSED, &format!("the TOC says {evil}"));
 
-    let estargz = estargz_layers(&tars, 4 << 20);
-    let lying = estargz_layer(&tars[1], 4 << 20, |toc| {
+    let estargz = estargz_layers(&tars, 4 << 20, false);
+    let lying = estargz_layer(&tars[1], 4 << 20, false, |toc| {
         entry_named(toc, "techpreview/metadata.yaml")["chunkDigest"] = json!(evil);
     });
     assert_fallback(
@@ -889,4 +921,37 @@ fn a_small_layer_is_fetched_whole() {
         .filter(|g| g.0 == top.digest())
         .collect();
     assert_eq!(gets.len(), 1, "one request: {gets:?}");
+}
+
+#[test]
+fn a_large_estargz_toc_takes_one_more_request() {
+    let registry = basic_registry();
+    let mut tars = fixture_tars();
+    // Many files with names that do not compress: a TOC far larger than the blob's tail.
+    let mut provider = TarBuilder::new();
+    for i in 0..1500 {
+        let name = hex::encode(noise(&format!("name-{i}"), 32));
+        provider = provider.file(&format!("usr/share/many/{name}"), b"x");
+    }
+    let many = provider.finish();
+    tars[1] = [&many[..many.len() - 1024], &tars[1][..]].concat();
+    let layers = estargz_layers(&tars, 4 << 20, false);
+    let reference = push(&registry, "p/app", &layers);
+    let (out, run) = extract(&registry, &[&reference], &[]);
+    run.assert_code(0);
+    assert_eq!(published_tree(out.path(), &reference), expected_tree());
+    assert_eq!(
+        layer_line(&run, &layers[1])["message"],
+        "layer pulled partially"
+    );
+    let gets: Vec<_> = blob_gets(&registry)
+        .into_iter()
+        .filter(|g| g.0 == layers[1].digest())
+        .collect();
+    assert_eq!(
+        gets.iter().map(|g| g.1).collect::<Vec<_>>(),
+        [206, 206, 206],
+        "the tail, the rest of the TOC, the data: {gets:?}"
+    );
+    assert!(gets[1].2 > 16 << 10, "{gets:?}");
 }
