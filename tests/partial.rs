@@ -488,7 +488,8 @@ fn zstd_chunked_estargz_and_gzip_publish_the_same_tree() {
     let registry = basic_registry();
     let tars = fixture_tars();
     let gzip_ref = push(&registry, "p/gzip", &gzip_layers(&tars));
-    let chunked_ref = push(&registry, "p/chunked", &zstd_chunked_layers(&tars));
+    let chunked = zstd_chunked_layers(&tars);
+    let chunked_ref = push(&registry, "p/chunked", &chunked);
     let estargz_ref = push(
         &registry,
         "p/estargz",
@@ -954,4 +955,28 @@ fn a_large_estargz_toc_takes_one_more_request() {
         "the tail, the rest of the TOC, the data: {gets:?}"
     );
     assert!(gets[1].2 > 16 << 10, "{gets:?}");
+}
+
+#[test]
+fn the_newer_zstd_chunked_annotation_keys_are_read() {
+    // containers/storage writes io.github.containers.… since it moved there; the blobs are alike.
+    let registry = basic_registry();
+    let layers: Vec<Blob> = zstd_chunked_layers(&fixture_tars())
+        .into_iter()
+        .map(|mut layer| {
+            let annotations = layer.descriptor["annotations"].as_object_mut().unwrap();
+            for key in [CHUNKED_CHECKSUM, CHUNKED_POSITION] {
+                let value = annotations.remove(key).unwrap();
+                annotations.insert(key.replacen("io.", "io.github.", 1), value);
+            }
+            layer
+        })
+        .collect();
+    let reference = push(&registry, "p/app", &layers);
+    let (out, run) = extract(&registry, &[&reference], &[]);
+    run.assert_code(0);
+    assert_eq!(published_tree(out.path(), &reference), expected_tree());
+    for layer in &layers {
+        assert_eq!(layer_line(&run, layer)["format"], "zstd:chunked");
+    }
 }
