@@ -407,3 +407,166 @@ fn decompress(codec: Codec, compressed: Bytes, skip: u64, size: u64) -> Result<V
 
 /// As the full path allows (`layers::decompress`): a frame asking for a larger window is a bomb.
 const ZSTD_WINDOW_LOG_MAX: u32 = 25;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_file_size: 1000,
+        max_image_size: 1500,
+    };
+
+    fn layer(size: u64) -> Descriptor {
+        serde_json::from_value(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+            "digest": "sha256:00",
+            "size": size,
+        }))
+        .unwrap()
+    }
+
+    fn file(name: &str, size: u64, chunks: Vec<Chunk>) -> TocEntry {
+        TocEntry {
+            name: name.to_owned(),
+            link: String::new(),
+            kind: EntryKind::File,
+            size,
+            digest: Some("sha256:ab".to_owned()),
+            chunks,
+        }
+    }
+
+    fn chunk(compressed: Range<u64>, skip: u64, size: u64) -> Chunk {
+        Chunk {
+            compressed,
+            skip,
+            size,
+            digest: None,
+        }
+    }
+
+    fn reason(entries: Vec<TocEntry>) -> String {
+        wanted_files(&Toc { entries }, &layer(10_000), &LIMITS)
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn only_files_under_the_subtree_are_wanted() {
+        let entries = vec![
+            file("usr/bin/big", 1 << 30, Vec::new()),
+            file(
+                "./capi-operator-manifests/p/a",
+                10,
+                vec![chunk(0..20, 0, 10)],
+            ),
+            file("capi-operator-manifests/p/.wh.b", 0, Vec::new()),
+            file("capi-operator-manifests/p/empty", 0, Vec::new()),
+            TocEntry {
+                kind: EntryKind::Dir,
+                ..file("capi-operator-manifests/p/", 0, Vec::new())
+            },
+        ];
+        let wanted = wanted_files(&Toc { entries }, &layer(10_000), &LIMITS).unwrap();
+        assert_eq!(wanted, [1]);
+    }
+
+    #[test]
+    fn what_the_toc_says_is_checked_before_anything_is_fetched() {
+        let m = "capi-operator-manifests/p";
+        assert!(
+            reason(vec![file("etc/caf\u{fffd}", 1, Vec::new())]).contains("may not be the tar's")
+        );
+        assert!(reason(vec![file(&format!("{m}/big"), 1001, Vec::new())]).contains("over"));
+        let half = |name: &str| file(&format!("{m}/{name}"), 800, vec![chunk(0..900, 0, 800)]);
+        assert!(
+            reason(vec![half("a"), half("b")]).contains("over --max-file-size or --max-image-size")
+        );
+        for (chunks, why) in [
+            (Vec::new(), "no data range"),
+            (
+                vec![chunk(9_990..10_010, 0, 10)],
+                "a data range outside the layer",
+            ),
+            (vec![chunk(5..5, 0, 10)], "a data range outside the layer"),
+            (
+                vec![chunk(0..10, 0, 4), chunk(10..20, 0, 4)],
+                "chunks do not add up",
+            ),
+            (vec![chunk(0..10, 991, 10)], "deeper in its member"),
+        ] {
+            let got = reason(vec![file(&format!("{m}/x"), 10, chunks)]);
+            assert!(got.contains(why), "{got}");
+        }
+        let mut unvouched = file(&format!("{m}/x"), 10, vec![chunk(0..10, 0, 10)]);
+        unvouched.digest = None;
+        assert!(reason(vec![unvouched]).contains("no digest for the data"));
+    }
+
+    #[test]
+    fn chunks_decompress_to_exactly_their_data() {
+        let zstd = Bytes::from(
+            [
+                zstd::encode_all(&b"hello "[..], 3).unwrap(),
+                zstd::encode_all(&b"world"[..], 3).unwrap(),
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            decompress(Codec::Zstd, zstd.clone(), 0, 11).unwrap(),
+            b"hello world"
+        );
+        assert!(
+            decompress(Codec::Zstd, zstd.clone(), 0, 10)
+                .unwrap_err()
+                .contains("more than")
+        );
+        assert!(
+            decompress(Codec::Zstd, zstd.clone(), 0, 12)
+                .unwrap_err()
+                .contains("11 bytes where 12")
+        );
+        assert!(decompress(Codec::Zstd, zstd.slice(..zstd.len() - 2), 0, 11).is_err());
+
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gzip, b"header|data|more").unwrap();
+        let gzip = Bytes::from(gzip.finish().unwrap());
+        // A member may hold more after the chunk: headers, padding, other chunks.
+        assert_eq!(
+            decompress(Codec::Gzip, gzip.clone(), 7, 4).unwrap(),
+            b"data"
+        );
+        assert!(
+            decompress(Codec::Gzip, gzip.clone(), 20, 1)
+                .unwrap_err()
+                .contains("ends before byte 20")
+        );
+        assert!(
+            decompress(Codec::Gzip, gzip, 12, 5)
+                .unwrap_err()
+                .contains("4 bytes where 5")
+        );
+    }
+
+    #[test]
+    fn digests_are_checked_chunk_by_chunk_and_whole() {
+        let data = b"0123456789";
+        let compressed = Bytes::from(zstd::encode_all(&data[..], 3).unwrap());
+        let end = compressed.len() as u64;
+        let fetched = ranges::Fetched::of(vec![(0..end, compressed)]);
+        let mut entry = file("capi-operator-manifests/x", 10, vec![chunk(0..end, 0, 10)]);
+        entry.digest = Some(sha256(data));
+        assert_eq!(&file_data(&entry, Codec::Zstd, &fetched).unwrap()[..], data);
+        entry.chunks[0].digest = Some(sha256(b"other"));
+        let refused = file_data(&entry, Codec::Zstd, &fetched).unwrap_err();
+        assert!(refused.suspicious && refused.reason.contains("the TOC says"));
+        entry.chunks[0].digest = None;
+        entry.digest = Some(sha256(b"other"));
+        assert!(
+            file_data(&entry, Codec::Zstd, &fetched)
+                .unwrap_err()
+                .suspicious
+        );
+    }
+}

@@ -32,6 +32,11 @@ pub(super) struct Fetcher<'a> {
 pub(super) struct Fetched(Vec<(Range<u64>, Bytes)>);
 
 impl Fetched {
+    #[cfg(test)]
+    pub(super) fn of(pieces: Vec<(Range<u64>, Bytes)>) -> Fetched {
+        Fetched(pieces)
+    }
+
     /// The bytes of `range`, from a fetched range that holds it.
     pub(super) fn get(&self, range: &Range<u64>) -> Option<Bytes> {
         let (fetched, bytes) = self
