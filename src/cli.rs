@@ -64,6 +64,9 @@ pub struct ExtractArgs {
     /// Most bytes written under the subtree per image.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub max_image_size: u64,
+    /// Never use TOC-based partial pulls (zstd:chunked, eStargz): download every layer whole.
+    #[arg(long)]
+    pub no_partial: bool,
     /// Where the kubelet reads the termination message (at most 4 KiB is written).
     #[arg(long, value_name = "FILE")]
     pub termination_message_path: Option<PathBuf>,
@@ -218,6 +221,7 @@ mod tests {
         assert_eq!(args.concurrency, 4);
         assert_eq!(args.max_file_size, 64 << 20);
         assert_eq!(args.timeout, Duration::from_secs(600));
+        assert!(!args.no_partial, "partial pulls are on by default");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, LayerError, Limits, Node, Subtree};
 use crate::mirrors::MirrorError;
+use crate::partial::Partial;
 use crate::plan::Planner;
 use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, PublishError, Publisher};
@@ -29,6 +30,8 @@ pub struct ExtractOptions {
     pub concurrency: usize,
     pub limits: Limits,
     pub lock_timeout: Duration,
+    /// Partial pulls through a layer's TOC (off with `--no-partial`).
+    pub partial: bool,
 }
 
 /// Why one image failed. Its `Display` is the cause alone; the image and source are added by `ImageFailure`.
@@ -183,12 +186,14 @@ pub async fn extract(
         layers: LayerCache::default(),
         platform: options.platform.clone(),
         limits: options.limits,
+        partial: Partial::new(options.partial),
     };
     let results: Vec<Result<PulledImage, ImageFailure>> = futures_util::stream::iter(entries)
         .map(|entry| pull_image(&run, entry))
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
+    run.partial.log_summary();
     let mut pulled = Vec::new();
     let mut failures = Vec::new();
     for result in results {
@@ -221,6 +226,7 @@ struct Run {
     layers: LayerCache,
     platform: Platform,
     limits: Limits,
+    partial: Partial,
 }
 
 /// Layers already unpacked in this run, by digest: a base layer shared by a dozen provider images is
@@ -337,7 +343,7 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
     )?;
     let layer_jobs = resolved.manifest.layers.iter().map(|layer| {
         run.layers
-            .get_or_pull(&layer.digest, pull_layer(client, source, layer, limits))
+            .get_or_pull(&layer.digest, pull_layer(run, source, layer))
     });
     let contributions = futures_util::future::try_join_all(layer_jobs).await?;
     let mut subtree = Subtree::new();
@@ -444,16 +450,24 @@ fn check_config(
 }
 
 async fn pull_layer(
-    client: &RegistryClient,
+    run: &Run,
     source: &Source,
     layer: &Descriptor,
-    limits: Limits,
 ) -> Result<Contribution, ImageError> {
+    let (client, limits) = (&run.client, run.limits);
     let compression =
         Compression::from_media_type(&layer.media_type).ok_or_else(|| ImageError::NotALayer {
             digest: layer.digest.clone(),
             media_type: layer.media_type.clone(),
         })?;
+    // Through the layer's TOC when it has one and all checks out; else (the reason logged) whole.
+    if let Some(contribution) = run
+        .partial
+        .contribution(client, source, layer, &limits)
+        .await
+    {
+        return Ok(contribution);
+    }
     let size = layer.size;
     let consumed = client
         .consume_blob(source, layer, move |reader| {

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod images;
 pub mod layers;
 pub mod mirrors;
+pub mod partial;
 pub mod plan;
 pub mod profiles;
 pub mod proxy;

@@ -114,6 +114,87 @@ pub(super) fn read_layer<R: Read>(
     })
 }
 
+/// One entry of a layer as a table of contents lists it (zstd:chunked, eStargz) rather than as its
+/// tar stream frames it: the name, link target and type the tar header would give, and the data
+/// when it was fetched.
+#[derive(Debug)]
+pub struct ListedEntry {
+    pub name: Vec<u8>,
+    pub link: Vec<u8>,
+    pub kind: Kind,
+    /// The data's length, as the listing gives it.
+    pub size: u64,
+    /// The data, for the regular files whose data [`wants_data`] asks for (verified by the caller).
+    pub data: Option<Arc<[u8]>>,
+}
+
+/// Whether [`from_listing`] needs the data of a regular file of this name: it lies under the
+/// subtree and is no whiteout. The same test [`contribution`] applies to a tar entry.
+pub fn wants_data(name: &[u8]) -> bool {
+    clean(name).is_ok_and(|c| whiteout(&c) == Ok(None) && in_subtree(&c).is_some())
+}
+
+/// What a layer contributes, from the list of its entries in stream order instead of its tar
+/// stream. Each entry goes through exactly the checks and recording of [`contribution`] (names
+/// anywhere in the layer, types and links under the subtree, limits), so a listing that matches
+/// the layer's tar gives the same contribution. A regular file whose data is wanted but missing,
+/// or not `size` bytes long, fails the listing: it is never recorded short.
+pub fn from_listing(
+    entries: impl IntoIterator<Item = ListedEntry>,
+    limits: &Limits,
+) -> Result<Contribution, LayerError> {
+    let mut recorder = Recorder {
+        limits,
+        max_entries: MAX_ENTRIES,
+        recorded: Recorded::default(),
+        bytes: 0,
+    };
+    for listed in entries {
+        let (data, missing) = match &listed.data {
+            Some(data) if data.len() as u64 != listed.size => {
+                return Err(unlisted(&listed, "the data is not the listed size"));
+            }
+            Some(data) => (&data[..], None),
+            None if listed.size == 0 => (&[][..], None),
+            None => (&[][..], Some(unlisted(&listed, "the data was not fetched"))),
+        };
+        let entry = Entry {
+            name: listed.name,
+            link: listed.link,
+            kind: listed.kind,
+            size: listed.size,
+        };
+        recorder.entry(entry, &mut ListedData { data, missing })?;
+    }
+    Ok(Contribution {
+        recorded: Arc::new(recorder.recorded),
+    })
+}
+
+fn unlisted(listed: &ListedEntry, reason: &str) -> LayerError {
+    LayerError::Read {
+        format: "listed",
+        source: std::io::Error::other(format!("{}: {reason}", shown(&listed.name))),
+    }
+}
+
+/// A listed entry's data, or why there is none, which only a read brings out: the recorder reads
+/// exactly the data it records.
+struct ListedData<'a> {
+    data: &'a [u8],
+    missing: Option<LayerError>,
+}
+
+impl Read for ListedData<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.missing.take() {
+            // `LayerError::from_io` unwraps it again.
+            Some(error) => Err(std::io::Error::other(error)),
+            None => self.data.read(buf),
+        }
+    }
+}
+
 struct Recorder<'l> {
     limits: &'l Limits,
     max_entries: usize,
@@ -769,5 +850,126 @@ mod tests {
             listing_of(&[(blob, Compression::Gzip)]),
             ["p/", "p/manifests.yaml=manifests", "p/metadata.yaml=meta"]
         );
+    }
+
+    /// The layer as a table of contents would list it: every entry of its tar, with the data of
+    /// those `wants_data` names.
+    fn listed(tar: &[u8]) -> Vec<ListedEntry> {
+        let mut stream = TarStream::new(tar);
+        let mut entries = Vec::new();
+        while let Some(entry) = stream.next_entry().unwrap() {
+            let data = (entry.kind == Kind::File && wants_data(&entry.name)).then(|| {
+                let mut data = Vec::new();
+                stream.read_to_end(&mut data).unwrap();
+                Arc::from(data)
+            });
+            entries.push(ListedEntry {
+                name: entry.name,
+                link: entry.link,
+                kind: entry.kind,
+                size: entry.size,
+                data,
+            });
+        }
+        entries
+    }
+
+    #[test]
+    fn a_listing_contributes_what_the_tar_does() {
+        let layers = [
+            profile(),
+            tar(|t| {
+                t.dir("etc/");
+                t.file("etc/passwd", b"root");
+                t.file(&format!("./{M}/p/x"), b"1");
+                t.file(&format!("{M}//q/./y"), b"2");
+                t.file(&format!("etc/../{M}/s"), b"4");
+                t.file(&format!("{M}/p/x"), b"last wins");
+                t.file(&format!("{M}/p/.wh.metadata.yaml"), b"");
+                t.file(&format!("{M}/m/.wh..wh..opq"), b"");
+                t.file(".wh.etc", b"");
+                t.hardlink(&format!("{M}/p/h"), &format!("{M}/p/x"));
+                t.file(&format!("{M}/p/empty"), b"");
+            }),
+            tar(|t| t.file("./.wh..wh..opq", b"")),
+            // Refused alike: a symlink, a device, a hostile name, a hardlink out of the subtree.
+            tar(|t| t.symlink(&format!("{M}/p"), "/etc")),
+            tar(|t| t.raw(b'3', format!("{M}/null").as_bytes(), b"", 0, b"")),
+            tar(|t| t.file("../evil", b"")),
+            tar(|t| t.hardlink(&format!("{M}/passwd"), "etc/passwd")),
+            tar(|t| {
+                t.file(
+                    &format!("{M}/big"),
+                    &vec![b'x'; LIMITS.max_file_size as usize + 1],
+                )
+            }),
+        ];
+        for tar in layers {
+            let full = layer(&tar)
+                .map(|c| format!("{c:?}"))
+                .map_err(|e| e.to_string());
+            let listed = from_listing(listed(&tar), &LIMITS)
+                .map(|c| format!("{c:?}"))
+                .map_err(|e| e.to_string());
+            assert_eq!(listed, full);
+        }
+    }
+
+    #[test]
+    fn a_listed_file_under_the_subtree_needs_all_its_data() {
+        let file = |data: Option<&[u8]>, size| ListedEntry {
+            name: format!("{M}/p/x.yaml").into_bytes(),
+            link: Vec::new(),
+            kind: Kind::File,
+            size,
+            data: data.map(Arc::from),
+        };
+        let error = |entry| from_listing([entry], &LIMITS).unwrap_err().to_string();
+        assert_eq!(
+            error(file(None, 3)),
+            "reading the listed layer stream: capi-operator-manifests/p/x.yaml: the data was not fetched"
+        );
+        assert_eq!(
+            error(file(Some(b"ab"), 3)),
+            "reading the listed layer stream: capi-operator-manifests/p/x.yaml: the data is not the listed size"
+        );
+        let empty = from_listing([file(None, 0)], &LIMITS).unwrap();
+        assert_eq!(
+            format!("{empty:?}"),
+            format!(
+                "{:?}",
+                layer(&tar(|t| t.file(&format!("{M}/p/x.yaml"), b""))).unwrap()
+            )
+        );
+        // Outside the subtree nothing is read, so nothing need be fetched.
+        let outside = ListedEntry {
+            name: b"usr/bin/manager".to_vec(),
+            link: Vec::new(),
+            kind: Kind::File,
+            size: 1 << 30,
+            data: None,
+        };
+        assert!(from_listing([outside], &LIMITS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn data_is_wanted_for_files_under_the_subtree_only() {
+        for name in [
+            "capi-operator-manifests/p/x",
+            "./capi-operator-manifests/p/x",
+            "etc/../capi-operator-manifests/x",
+        ] {
+            assert!(wants_data(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "etc/passwd",
+            "capi-operator-manifests-old/x",
+            "capi-operator-manifests/p/.wh.x",
+            "capi-operator-manifests/.wh..wh..opq",
+            "../capi-operator-manifests/x",
+            "/capi-operator-manifests/x",
+        ] {
+            assert!(!wants_data(name.as_bytes()), "{name}");
+        }
     }
 }

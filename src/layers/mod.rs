@@ -39,9 +39,10 @@ mod tar_stream;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use contribution::{Contribution, contribution};
+pub use contribution::{Contribution, ListedEntry, contribution, from_listing, wants_data};
 pub use decompress::Compression;
 pub use subtree::{Node, Subtree};
+pub use tar_stream::Kind as EntryKind;
 
 /// The directory of the image that this module extracts.
 pub const SUBTREE: &str = "capi-operator-manifests";
