@@ -180,7 +180,9 @@ pub async fn extract(
     let run = Run {
         client,
         planner,
-        layers: LayerCache::default(),
+        layers: ByDigest::default(),
+        configs: ByDigest::default(),
+        manifests: ByDigest::default(),
         platform: options.platform.clone(),
         limits: options.limits,
     };
@@ -218,28 +220,36 @@ pub async fn extract(
 struct Run {
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
-    layers: LayerCache,
+    layers: ByDigest<Contribution>,
+    configs: ByDigest<bytes::Bytes>,
+    manifests: ByDigest<FetchedManifest>,
     platform: Platform,
     limits: Limits,
 }
 
-/// Layers already unpacked in this run, by digest: a base layer shared by a dozen provider images is
-/// downloaded and walked once, and images asking for it meanwhile wait for that one pull. Contributions
-/// are content-addressed and verified, so one from any source serves all; a failure is not kept, so the
-/// next asker (perhaps through another source) tries again.
-#[derive(Default)]
-struct LayerCache {
-    cells: std::sync::Mutex<
-        std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Contribution>>>,
-    >,
+/// What this run already has, by digest: a base layer shared by a dozen provider images is downloaded
+/// and walked once, and images asking for it meanwhile wait for that one pull; so are a config or a
+/// manifest that several refs share. What is kept is content-addressed and verified, so one from any
+/// source serves all; a failure is not kept, so the next asker (perhaps through another source) tries
+/// again.
+struct ByDigest<T> {
+    cells: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<T>>>>,
 }
 
-impl LayerCache {
-    async fn get_or_pull(
+impl<T> Default for ByDigest<T> {
+    fn default() -> Self {
+        ByDigest {
+            cells: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> ByDigest<T> {
+    async fn get_or_fetch<E>(
         &self,
         digest: &str,
-        pull: impl std::future::Future<Output = Result<Contribution, ImageError>>,
-    ) -> Result<Contribution, ImageError> {
+        fetch: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let cell = self
             .cells
             .lock()
@@ -247,7 +257,7 @@ impl LayerCache {
             .entry(digest.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| pull).await.cloned()
+        cell.get_or_try_init(|| fetch).await.cloned()
     }
 }
 
@@ -326,8 +336,15 @@ struct Resolved {
 
 async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, ImageError> {
     let (client, platform, limits) = (&run.client, &run.platform, run.limits);
-    let resolved = resolve_manifest(client, source, object, platform).await?;
-    let config = client.small_blob(source, &resolved.manifest.config).await?;
+    let resolved = resolve_manifest(run, source, object).await?;
+    let config_descriptor = &resolved.manifest.config;
+    let config = run
+        .configs
+        .get_or_fetch(
+            &config_descriptor.digest,
+            client.small_blob(source, config_descriptor),
+        )
+        .await?;
     check_config(
         &resolved.manifest.config,
         &config,
@@ -335,9 +352,19 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
         resolved.index_digest.is_some(),
         &source.to_string(),
     )?;
-    let layer_jobs = resolved.manifest.layers.iter().map(|layer| {
+    let layer_jobs = resolved.manifest.layers.iter().map(|layer| async move {
+        let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+            ImageError::NotALayer {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            }
+        })?;
+        // By digest and compression: a blob declared with a compression it does not have fails,
+        // whatever another image declared for it.
+        let key = format!("{} {compression:?}", layer.digest);
         run.layers
-            .get_or_pull(&layer.digest, pull_layer(client, source, layer, limits))
+            .get_or_fetch(&key, pull_layer(run, source, layer, compression))
+            .await
     });
     let contributions = futures_util::future::try_join_all(layer_jobs).await?;
     let mut subtree = Subtree::new();
@@ -362,12 +389,12 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
 
 /// Follows an index to the manifest for `platform`, verifying every document on the way.
 async fn resolve_manifest(
-    client: &RegistryClient,
+    run: &Run,
     source: &Source,
     object: &str,
-    platform: &Platform,
 ) -> Result<Resolved, ImageError> {
-    let top: FetchedManifest = client.manifest(source, object).await?;
+    let platform = &run.platform;
+    let top = fetch_manifest(run, source, object).await?;
     let top_digest = top.digest.clone();
     let mut current = top;
     let mut index_digest = None;
@@ -393,7 +420,7 @@ async fn resolve_manifest(
                 wanted: platform.clone(),
                 available: describe_platforms(&index.manifests),
             })?;
-        let child = client.manifest(source, &chosen.digest).await?;
+        let child = fetch_manifest(run, source, &chosen.digest).await?;
         if child.size != chosen.size {
             return Err(RegistryError::SizeMismatch {
                 registry: source.registry.clone(),
@@ -406,6 +433,20 @@ async fn resolve_manifest(
         current = child;
     }
     Err(ImageError::NestedTooDeep)
+}
+
+/// A manifest by tag is asked for every time; by digest, once per run.
+async fn fetch_manifest(
+    run: &Run,
+    source: &Source,
+    object: &str,
+) -> Result<FetchedManifest, RegistryError> {
+    if object.contains(':') {
+        let fetch = run.client.manifest(source, object);
+        run.manifests.get_or_fetch(object, fetch).await
+    } else {
+        run.client.manifest(source, object).await
+    }
 }
 
 fn describe_platforms(manifests: &[Descriptor]) -> String {
@@ -444,17 +485,13 @@ fn check_config(
 }
 
 async fn pull_layer(
-    client: &RegistryClient,
+    run: &Run,
     source: &Source,
     layer: &Descriptor,
-    limits: Limits,
+    compression: Compression,
 ) -> Result<Contribution, ImageError> {
-    let compression =
-        Compression::from_media_type(&layer.media_type).ok_or_else(|| ImageError::NotALayer {
-            digest: layer.digest.clone(),
-            media_type: layer.media_type.clone(),
-        })?;
-    let (reader, download) = client.blob_stream(source, layer).await?;
+    let limits = run.limits;
+    let (reader, download) = run.client.blob_stream(source, layer).await?;
     let size = layer.size;
     let unpack = tokio::task::spawn_blocking(move || {
         layers::contribution(reader, compression, size, &limits)
