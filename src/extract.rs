@@ -20,6 +20,8 @@ use crate::registry::{
     RegistryError, Source,
 };
 
+mod warm;
+
 /// Index → index → image is as deep as real images nest; deeper is a loop or an attack.
 const MAX_INDEX_DEPTH: usize = 2;
 
@@ -167,6 +169,8 @@ pub struct Summary {
     pub images: usize,
     pub profiles: usize,
     pub published: PathBuf,
+    /// The published tree was already current: nothing was pulled or written.
+    pub warm: bool,
 }
 
 /// Pulls every image (`concurrency` at a time, every one attempted even when others fail), then publishes.
@@ -177,6 +181,36 @@ pub async fn extract(
     options: &ExtractOptions,
 ) -> Result<Summary, ExtractError> {
     let total = entries.len();
+    let started = Instant::now();
+    let reuse = warm::reuse(&client, &planner, &entries, options).await;
+    if reuse.warm {
+        let profiles = reuse.images.values().map(|i| i.profiles.len()).sum();
+        tracing::info!(
+            images = total,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "warm run: the published tree is current; nothing pulled, nothing written"
+        );
+        return Ok(Summary {
+            images: total,
+            profiles,
+            published: reuse.payload.unwrap_or_else(|| options.output.clone()),
+            warm: true,
+        });
+    }
+    for why in &reuse.cold {
+        tracing::info!(reason = %why, "not reusing the published tree for this");
+    }
+    if !reuse.images.is_empty() {
+        tracing::info!(
+            images = reuse.images.len(),
+            "reusing images the published tree holds as they are"
+        );
+    }
+    let reused = reuse.images;
+    let entries: Vec<ImageEntry> = entries
+        .into_iter()
+        .filter(|entry| !reused.contains_key(&entry.reference_text))
+        .collect();
     let run = Run {
         client,
         planner,
@@ -206,6 +240,7 @@ pub async fn extract(
         failures.sort_by(|a, b| a.reference.cmp(&b.reference));
         return Err(ExtractError::Images { failures, total });
     }
+    pulled.extend(reused.into_values());
     pulled.sort_by(|a, b| a.entry.reference_text.cmp(&b.entry.reference_text));
     let profiles = pulled.iter().map(|image| image.profiles.len()).sum();
     let published = publish_tree(&pulled, options)?;
@@ -213,6 +248,7 @@ pub async fn extract(
         images: pulled.len(),
         profiles,
         published,
+        warm: false,
     })
 }
 
@@ -545,7 +581,28 @@ struct IndexProfile<'a> {
 
 pub const GENERATOR: &str = concat!("provider-images ", env!("CARGO_PKG_VERSION"));
 
-fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, serde_json::Error> {
+/// What index.json says of one image: a pulled image, or (warm run) one the published tree already holds.
+struct Described<'a> {
+    entry: &'a ImageEntry,
+    source: &'a str,
+    digest: &'a str,
+    index_digest: Option<&'a str>,
+    profiles: &'a [Profile],
+}
+
+impl PulledImage {
+    fn described(&self) -> Described<'_> {
+        Described {
+            entry: &self.entry,
+            source: &self.source,
+            digest: &self.digest,
+            index_digest: self.index_digest.as_deref(),
+            profiles: &self.profiles,
+        }
+    }
+}
+
+fn index_json(images: &[Described<'_>], platform: &Platform) -> Result<Vec<u8>, serde_json::Error> {
     let index = IndexJson {
         generator: GENERATOR.to_string(),
         platform: platform.to_string(),
@@ -554,9 +611,9 @@ fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, se
             .map(|image| IndexImage {
                 names: &image.entry.names,
                 reference: &image.entry.reference_text,
-                source: &image.source,
-                digest: &image.digest,
-                index_digest: image.index_digest.as_deref(),
+                source: image.source,
+                digest: image.digest,
+                index_digest: image.index_digest,
                 volume: &image.entry.volume,
                 profiles: image
                     .profiles
@@ -588,7 +645,8 @@ fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, se
 }
 
 fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<PathBuf, ExtractError> {
-    let index = index_json(images, &options.platform)?;
+    let described: Vec<Described<'_>> = images.iter().map(PulledImage::described).collect();
+    let index = index_json(&described, &options.platform)?;
     let out = &options.output;
     let publish_error = |source| ExtractError::Publish {
         path: out.clone(),
