@@ -64,6 +64,9 @@ pub struct ExtractArgs {
     /// Most bytes written under the subtree per image.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub max_image_size: u64,
+    /// Keep each layer's contribution (and configs and manifests) here, by digest, for later runs.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Where the kubelet reads the termination message (at most 4 KiB is written).
     #[arg(long, value_name = "FILE")]
     pub termination_message_path: Option<PathBuf>,

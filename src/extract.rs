@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::cache::Cache;
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, LayerError, Limits, Node, Subtree};
 use crate::mirrors::MirrorError;
@@ -17,7 +18,7 @@ use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{
     DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform, RegistryClient,
-    RegistryError, Source,
+    RegistryError, Source, parse_manifest,
 };
 
 mod warm;
@@ -31,6 +32,8 @@ pub struct ExtractOptions {
     pub concurrency: usize,
     pub limits: Limits,
     pub lock_timeout: Duration,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Why one image failed. Its `Display` is the cause alone; the image and source are added by `ImageFailure`.
@@ -211,9 +214,20 @@ pub async fn extract(
         .into_iter()
         .filter(|entry| !reused.contains_key(&entry.reference_text))
         .collect();
+    let cache = options
+        .cache_dir
+        .as_deref()
+        .and_then(|dir| match Cache::open(dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(cache_dir = %dir.display(), error = %e, "cannot use the cache directory; pulling everything");
+                None
+            }
+        });
     let run = Run {
         client,
         planner,
+        cache,
         layers: ByDigest::default(),
         configs: ByDigest::default(),
         manifests: ByDigest::default(),
@@ -256,6 +270,7 @@ pub async fn extract(
 struct Run {
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
+    cache: Option<Cache>,
     layers: ByDigest<Contribution>,
     configs: ByDigest<bytes::Bytes>,
     manifests: ByDigest<FetchedManifest>,
@@ -376,10 +391,18 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
     let config_descriptor = &resolved.manifest.config;
     let config = run
         .configs
-        .get_or_fetch(
-            &config_descriptor.digest,
-            client.small_blob(source, config_descriptor),
-        )
+        .get_or_fetch(&config_descriptor.digest, async {
+            let cache = run.cache.as_ref();
+            let kept = cache.and_then(|c| c.blob(&config_descriptor.digest));
+            if let Some(kept) = kept.filter(|k| k.len() as u64 == config_descriptor.size) {
+                return Ok(kept);
+            }
+            let config = client.small_blob(source, config_descriptor).await?;
+            if let Some(cache) = cache {
+                cache.put_blob(&config_descriptor.digest, &config);
+            }
+            Ok::<_, RegistryError>(config)
+        })
         .await?;
     check_config(
         &resolved.manifest.config,
@@ -478,7 +501,25 @@ async fn fetch_manifest(
     object: &str,
 ) -> Result<FetchedManifest, RegistryError> {
     if object.contains(':') {
-        let fetch = run.client.manifest(source, object);
+        let fetch = async {
+            let cache = run.cache.as_ref();
+            if let Some((media_type, body)) = cache.and_then(|c| c.manifest(object))
+                && let Ok((media_type, manifest)) = parse_manifest(&body, &media_type)
+            {
+                return Ok(FetchedManifest {
+                    digest: object.to_string(),
+                    media_type,
+                    size: body.len() as u64,
+                    manifest,
+                    body,
+                });
+            }
+            let fetched = run.client.manifest(source, object).await?;
+            if let Some(cache) = cache {
+                cache.put_manifest(object, &fetched.media_type, &fetched.body);
+            }
+            Ok(fetched)
+        };
         run.manifests.get_or_fetch(object, fetch).await
     } else {
         run.client.manifest(source, object).await
@@ -527,6 +568,11 @@ async fn pull_layer(
     compression: Compression,
 ) -> Result<Contribution, ImageError> {
     let limits = run.limits;
+    let cache = run.cache.as_ref();
+    if let Some(kept) = cache.and_then(|c| c.layer(&layer.digest, compression, &limits)) {
+        tracing::debug!(layer = %layer.digest, "layer taken from the cache");
+        return Ok(kept);
+    }
     let (reader, download) = run.client.blob_stream(source, layer).await?;
     let size = layer.size;
     let unpack = tokio::task::spawn_blocking(move || {
@@ -539,12 +585,16 @@ async fn pull_layer(
     };
     // A failed download (digest, size, network) explains a failed unpack, so it is reported first.
     downloaded.map_err(worker)??;
-    unpacked
+    let contribution = unpacked
         .map_err(worker)?
         .map_err(|source| ImageError::Layer {
             digest: layer.digest.clone(),
             source,
-        })
+        })?;
+    if let Some(cache) = cache {
+        cache.put_layer(&layer.digest, compression, &limits, &contribution);
+    }
+    Ok(contribution)
 }
 
 #[derive(Serialize)]

@@ -173,6 +173,7 @@ async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
             max_image_size: args.max_image_size,
         },
         lock_timeout: Duration::from_secs(60),
+        cache_dir: args.cache_dir.clone(),
     };
     match extract::extract(setup.client, setup.planner, entries, &options).await {
         Ok(summary) => {

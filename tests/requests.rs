@@ -57,10 +57,11 @@ fn new_requests(registry: &Registry, before: usize) -> Vec<Access> {
     registry.requests_by_us().split_off(before)
 }
 
-/// Blob digest → how many GETs were answered 200; panics on any other blob request.
+/// Blob digest → how many GETs were answered 200; panics on any other blob request but the 401 of a
+/// registry's challenge (the first request of a run is sent before the challenge is known).
 fn blob_fetches(requests: &[Access]) -> BTreeMap<String, usize> {
     let mut fetches = BTreeMap::new();
-    for access in requests.iter().filter(|a| a.is_blob()) {
+    for access in requests.iter().filter(|a| a.is_blob() && a.status != 401) {
         assert!(
             access.method == "GET" && access.status == 200,
             "unexpected blob request {access:?}"
@@ -264,4 +265,78 @@ fn expected_tags(names: &[&str]) -> Vec<String> {
         .iter()
         .map(|name| format!("/v2/p/{name}/manifests/v1"))
         .collect()
+}
+
+#[test]
+fn with_a_cache_dir_a_new_image_fetches_only_what_is_new() {
+    let registry = basic_registry();
+    let images = push_images(&registry, &["one", "two", "three"]);
+    let pinned = |name: &str| {
+        format!(
+            "{}/p/{name}@{}",
+            registry.host(),
+            images[name].manifest_digest
+        )
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let extract = |names: &[&str]| {
+        let mut extract = Extract::new()
+            .registry(&registry)
+            .arg("--cache-dir")
+            .arg(cache.path());
+        for name in names {
+            extract = extract.image(name, &pinned(name));
+        }
+        extract
+    };
+    let first = tempfile::tempdir().unwrap();
+    extract(&["one", "two"]).run(first.path()).assert_code(0);
+
+    // A new output directory, so nothing comes from a published tree: only from the cache.
+    let second = tempfile::tempdir().unwrap();
+    let before = registry.requests_by_us().len();
+    extract(&["one", "two", "three"])
+        .run(second.path())
+        .assert_code(0);
+    let requests = new_requests(&registry, before);
+    let three = &images["three"];
+    let new: BTreeMap<String, usize> = [&three.config_digest, &three.layer_digests[1]]
+        .into_iter()
+        .map(|digest| (digest.clone(), 1))
+        .collect();
+    assert_eq!(blob_fetches(&requests), new, "{requests:#?}");
+    assert_eq!(
+        manifest_fetches(&requests),
+        [format!("/v2/p/three/manifests/{}", three.manifest_digest)],
+        "{requests:#?}"
+    );
+    for name in ["one", "two", "three"] {
+        assert_content(second.path(), &pinned(name), &manifests_of(name));
+    }
+
+    // A damaged entry is read as missing: that layer is fetched again, and the entry replaced.
+    let base = &images["one"].layer_digests[0];
+    let entry = cache
+        .path()
+        .join("layers/sha256")
+        .join(base.strip_prefix("sha256:").unwrap());
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&entry, &bytes).unwrap();
+    let third = tempfile::tempdir().unwrap();
+    let before = registry.requests_by_us().len();
+    extract(&["one"]).run(third.path()).assert_code(0);
+    let requests = new_requests(&registry, before);
+    assert_eq!(
+        blob_fetches(&requests),
+        BTreeMap::from([(base.clone(), 1)]),
+        "{requests:#?}"
+    );
+    assert_ne!(
+        std::fs::read(&entry).unwrap(),
+        bytes,
+        "the entry is replaced"
+    );
+    assert_content(third.path(), &pinned("one"), &manifests_of("one"));
 }
