@@ -21,6 +21,7 @@ use crate::registry::{
     RegistryError, Source, parse_manifest,
 };
 
+mod queue;
 mod warm;
 
 /// Index → index → image is as deep as real images nest; deeper is a loop or an attack.
@@ -228,6 +229,7 @@ pub async fn extract(
         client,
         planner,
         cache,
+        queue: queue::WorkQueue::for_this_machine(),
         layers: ByDigest::default(),
         configs: ByDigest::default(),
         manifests: ByDigest::default(),
@@ -271,6 +273,8 @@ struct Run {
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
     cache: Option<Cache>,
+    /// Every layer to download and unpack, across images.
+    queue: queue::WorkQueue,
     layers: ByDigest<Contribution>,
     configs: ByDigest<bytes::Bytes>,
     manifests: ByDigest<FetchedManifest>,
@@ -573,6 +577,7 @@ async fn pull_layer(
         tracing::debug!(layer = %layer.digest, "layer taken from the cache");
         return Ok(kept);
     }
+    let _slot = run.queue.acquire(layer.size).await;
     let (reader, download) = run.client.blob_stream(source, layer).await?;
     let size = layer.size;
     let unpack = tokio::task::spawn_blocking(move || {
