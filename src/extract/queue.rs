@@ -3,8 +3,11 @@
 //!
 //! A layer's decompression is a single thread's work that cannot be split, so the largest layers bound
 //! the run: starting them first (longest processing time first) keeps every core busy until the end,
-//! where first-come order could leave one big layer running alone. More layers in flight than cores
-//! would only make them take turns on the CPU, each holding its decompressor, buffers and connection.
+//! where first-come order could leave one big layer running alone. The width is twice the cores: a
+//! layer is two stages (receiving, TLS and digest on the runtime; inflate and tar walk on a blocking
+//! thread), and a second layer per core keeps that core busy while the first one's data is on its way.
+//! Measured on 2 cores (11 images, 25 unique layers, 512 MiB, median of 5 cold runs, loaded machine):
+//! width 1: 4.8 s, 2: 3.6 s, 3: 3.3 s, 4: 3.2 s, 8: 3.5 s; every layer at once (before): 3.4 s.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -78,9 +81,9 @@ impl WorkQueue {
         }
     }
 
-    /// As many layers as the machine has cores (or the cgroup allows).
+    /// Twice as many layers as the machine has cores (or the cgroup allows).
     pub(super) fn for_this_machine() -> WorkQueue {
-        WorkQueue::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        WorkQueue::new(2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Waits for a slot for a layer of `size` bytes. Dropping the future gives up its place (or, when
