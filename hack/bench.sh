@@ -1,143 +1,237 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): N provider images sharing base layers, pushed to a local TLS registry, then in
-# one run: our cold extract, and the peer — `skopeo copy` of every image to an OCI directory plus untarring
-# the manifests subtree from its layers. Prints wall time and peak RSS of each, and the ratio.
-# The same images are also pushed as zstd:chunked (those skopeo manages to write), and extracted with
-# partial pulls and with --no-partial: bytes fetched, requests and wall time of each.
-#   IMAGES=10 BASE_MIB=40 UNIQUE_MIB=20 RUNS=3 bash hack/bench.sh
+# Benchmark (not a test). Builds a realistic release: IMAGES provider images on three shared base layers
+# (30, 45 and 60 MiB compressed), one unique layer of 20–40 MiB compressed each and a small manifests layer
+# each, all of binary-like content; pushes it to a local TLS registry; then measures, RUNS times each and
+# printed as medians:
+#   - provider-images extract, cold (empty output directory)      - the same again, warm (tree present)
+#   - the peer: `skopeo copy` of every image to an OCI directory, then untarring the manifests subtree
+#     from every gzip/zstd blob once (generous to the peer: each unique blob is decompressed once)
+#   - the floor: decompressing the unique compressed bytes once, `gzip -dc`/`zstd -dc` split over 2
+#     processes
+# with wall and CPU time and peak RSS (/usr/bin/time), bytes fetched and requests made (the registry's
+# access log), and the registry's own CPU time during the run (/proc/<pid>/stat; it shares the cores).
+# Then the peak RSS of a cold run on one image with a BIG_MIB layer.
+# OTHER_BIN=path adds the cold runs of another build (say, main's) to the table, measured alongside.
+# KEEP_LAB=1 keeps the lab (images, registry storage); REUSE_LAB=<that dir> measures again on it without
+# building anything (the same IMAGES, COMPRESSION and BIG_MIB).
+#   IMAGES=11 RUNS=3 COMPRESSION=gzip|zstd BIG_MIB=1024 [OTHER_BIN=…] bash hack/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
 
-IMAGES=${IMAGES:-10}
-BASE_MIB=${BASE_MIB:-40}
-UNIQUE_MIB=${UNIQUE_MIB:-20}
+IMAGES=${IMAGES:-11}
 RUNS=${RUNS:-3}
+COMPRESSION=${COMPRESSION:-gzip}
+BIG_MIB=${BIG_MIB:-1024}
+BASE_MIB=(30 45 60)
+case "$COMPRESSION" in
+    gzip) EXT=tar.gz && COMPRESS=(pigz -n -6 -c) && DECOMPRESS=(gzip -dc) ;;
+    zstd) EXT=tar.zst && COMPRESS=(zstd -q -3 -c) && DECOMPRESS=(zstd -q -dc) ;;
+    *) echo "COMPRESSION is gzip or zstd" >&2 && exit 2 ;;
+esac
 
-open_lab bench bench bench-password
+if [ -z "${REUSE_LAB:-}" ]; then
+    open_lab bench bench bench-password
+    echo "$REGISTRY" >"$LAB/registry-host"
+else
+    ensure_packages
+    cargo build --release --quiet
+    BIN=$PWD/target/release/provider-images
+    LAB=$REUSE_LAB
+    KEEP_LAB=1
+    trap close_lab EXIT
+    REGISTRY=127.0.0.1:$(free_port)
+    start_registry "$LAB" "${REGISTRY#*:}" bench bench-password
+    sed -i "s/$(cat "$LAB/registry-host")/$REGISTRY/g" "$LAB/images.json" "$LAB"/big.json 2>/dev/null || true
+    echo "$REGISTRY" >"$LAB/registry-host"
+    printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf bench:bench-password | base64)" >"$LAB/auth.json"
+fi
+TICK=$(getconf CLK_TCK)
 
-# Binary-like, compressible content: real executables and libraries of this machine, cut to size.
-fill() { # DIR MIB SEED
-    mkdir -p "$1"
-    find /usr/lib /usr/bin -type f -size +64k 2>/dev/null | sort | awk -v s="$3" 'NR % 7 == s % 7' |
-        xargs cat 2>/dev/null | head -c $(($2 << 20)) >"$1/blob.bin" || true
+# Binary-like, compressible content: this machine's libraries and executables, in 16 disjoint slices.
+slice() { # SLOT
+    find /usr/lib /usr/bin /usr/libexec -type f -size +64k 2>/dev/null | sort |
+        awk -v s="$1" 'NR % 16 == s % 16' | xargs cat 2>/dev/null || true
 }
-echo "== building $IMAGES images: 3 shared base layers of ${BASE_MIB} MiB, one unique ${UNIQUE_MIB} MiB layer each"
-for b in 1 2 3; do
-    fill "$LAB/base$b/usr/lib/base$b" "$BASE_MIB" "$b"
-    layer_from_dir "$LAB/base$b" "$LAB/base$b.tar.gz"
-done
-IMAGES_JSON="{"
-CHUNKED_JSON="{"
-sep=""
-csep=""
-chunked=0
-for i in $(seq 1 "$IMAGES"); do
-    fill "$LAB/u$i/opt/provider$i" "$UNIQUE_MIB" "$((i + 3))"
-    layer_from_dir "$LAB/u$i" "$LAB/u$i.tar.gz"
-    mkdir -p "$LAB/m$i/capi-operator-manifests/default"
-    printf 'name: provider%s\nattributes:\n  type: infrastructure\n  version: v1.0.%s\ninstallOrder: 20\n' "$i" "$i" \
-        >"$LAB/m$i/capi-operator-manifests/default/metadata.yaml"
-    for n in $(seq 1 200); do printf -- '---\nkind: ConfigMap\nmetadata:\n  name: provider%s-%s\n' "$i" "$n"; done \
-        >"$LAB/m$i/capi-operator-manifests/default/manifests.yaml"
-    layer_from_dir "$LAB/m$i" "$LAB/m$i.tar.gz"
-    digest=$(oci_image "$LAB/oci$i" v1 amd64 "$LAB/base1.tar.gz" "$LAB/base2.tar.gz" "$LAB/base3.tar.gz" \
-        "$LAB/u$i.tar.gz" "$LAB/m$i.tar.gz")
-    skopeo copy --quiet --dest-creds bench:bench-password --dest-cert-dir "$LAB/certs" --preserve-digests \
-        "oci:$LAB/oci$i:v1" "docker://$REGISTRY/bench/provider$i:v1"
-    # Converted in a fresh layout, then pushed as is: copied straight to the registry, skopeo would
-    # reuse the gzip blobs already there. skopeo 1.9's zstd:chunked writer fails ("short write") on
-    # some layers: such images are left out.
-    if skopeo copy --quiet --dest-compress-format zstd:chunked \
-        "oci:$LAB/oci$i:v1" "oci:$LAB/chunked$i:v1" 2>"$LAB/chunked$i.err" &&
-        skopeo copy --quiet --dest-creds bench:bench-password --dest-cert-dir "$LAB/certs" \
-            --preserve-digests --digestfile "$LAB/chunked$i.digest" \
-            "oci:$LAB/chunked$i:v1" "docker://$REGISTRY/bench/chunked$i:v1" 2>>"$LAB/chunked$i.err"; then
-        CHUNKED_JSON="$CHUNKED_JSON$csep\"provider$i\":\"$REGISTRY/bench/chunked$i@$(cat "$LAB/chunked$i.digest")\""
-        csep=,
-        chunked=$((chunked + 1))
-    else
-        echo "   skopeo could not write image $i as zstd:chunked: $(tail -1 "$LAB/chunked$i.err")"
-    fi
-    rm -rf "$LAB/oci$i" "$LAB/chunked$i" "$LAB/u$i"
-    IMAGES_JSON="$IMAGES_JSON$sep\"provider$i\":\"$REGISTRY/bench/provider$i@$digest\""
-    sep=,
-done
-echo "$IMAGES_JSON}" >"$LAB/images.json"
-echo "$CHUNKED_JSON}" >"$LAB/chunked.json"
-echo "== $chunked of $IMAGES images written as zstd:chunked"
-printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf bench:bench-password | base64)" >"$LAB/auth.json"
-compressed=$(du -cb "$LAB"/base?.tar.gz "$LAB"/u*.tar.gz "$LAB"/m*.tar.gz | tail -1 | cut -f1)
-echo "== unique compressed bytes in the registry: $((compressed >> 20)) MiB"
+# layer DIR FILE_IN_DIR COMPRESSED_MIB SLOT OUT: a layer holding one file of slice SLOT, cut so that it
+# compresses to within 4 % of COMPRESSED_MIB (cut again by the ratio of the last try, at most 4 tries).
+layer() {
+    local dir=$1 file=$2 mib=$3 slot=$4 out=$5 raw=$(($3 << 21)) try size
+    mkdir -p "$(dirname "$dir/$file")"
+    for try in 1 2 3 4; do
+        slice "$slot" | head -c "$raw" >"$dir/$file"
+        tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$dir" -cf "$out.difftar" .
+        "${COMPRESS[@]}" "$out.difftar" >"$out"
+        size=$(stat -c %s "$out")
+        # Within 4 %: done.
+        if [ $((size * 25)) -gt $((mib * 24 << 20)) ] && [ $((size * 25)) -lt $((mib * 26 << 20)) ]; then break; fi
+        raw=$((raw * (mib << 20) / size))
+    done
+    rm -rf "$dir"
+}
 
-ours() { # IMAGES_JSON LOG [ARGS...]: "wall rss fetched_bytes layer_bytes requests"
-    local images=$1 log=$2
+manifests_layer() { # I OUT
+    local dir=$LAB/m$1/capi-operator-manifests/default
+    mkdir -p "$dir"
+    printf 'name: provider%s\nattributes:\n  type: infrastructure\n  version: v1.0.%s\ninstallOrder: 20\n' "$1" "$1" \
+        >"$dir/metadata.yaml"
+    for n in $(seq 1 200); do printf -- '---\nkind: ConfigMap\nmetadata:\n  name: provider%s-%s\n' "$1" "$n"; done \
+        >"$dir/manifests.yaml"
+    layer_from_dir "$LAB/m$1" "$2"
+    rm -rf "$LAB/m$1"
+}
+push() { # LAYOUT NAME
+    skopeo copy --quiet --dest-creds bench:bench-password --dest-cert-dir "$LAB/certs" --preserve-digests \
+        "oci:$1:v1" "docker://$REGISTRY/bench/$2:v1"
+    rm -rf "$1"
+}
+build() {
+    echo "== building $IMAGES images ($COMPRESSION): 3 shared base layers of ${BASE_MIB[*]} MiB, one unique layer of 20–40 MiB each"
+    for b in 1 2 3; do
+        layer "$LAB/base$b" "usr/lib/base$b/blob.bin" "${BASE_MIB[$((b - 1))]}" "$b" "$LAB/base$b.$EXT"
+    done
+    IMAGES_JSON="{"
+    sep=""
+    for i in $(seq 1 "$IMAGES"); do
+        layer "$LAB/u$i" "opt/provider$i/manager" $((20 + (i - 1) * 2 % 21)) $((i + 3)) "$LAB/u$i.$EXT"
+        manifests_layer "$i" "$LAB/m$i.$EXT"
+        digest=$(oci_image "$LAB/oci$i" v1 amd64 "$LAB/base1.$EXT" "$LAB/base2.$EXT" "$LAB/base3.$EXT" \
+            "$LAB/u$i.$EXT" "$LAB/m$i.$EXT")
+        push "$LAB/oci$i" "provider$i"
+        IMAGES_JSON="$IMAGES_JSON$sep\"provider$i\":\"$REGISTRY/bench/provider$i@$digest\""
+        sep=,
+    done
+    echo "$IMAGES_JSON}" >"$LAB/images.json"
+    printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf bench:bench-password | base64)" >"$LAB/auth.json"
+    UNIQUE=("$LAB"/base?."$EXT" "$LAB"/u*."$EXT" "$LAB"/m*."$EXT")
+    compressed=$(du -cb "${UNIQUE[@]}" | tail -1 | cut -f1)
+    inflated=$(du -cb "$LAB"/*.difftar | tail -1 | cut -f1)
+    printf '== unique layers: %d, %d MiB compressed, %d MiB of tar; compressed MiB: %s\n' "${#UNIQUE[@]}" \
+        $((compressed >> 20)) $((inflated >> 20)) "$(du -b "${UNIQUE[@]}" | awk '{printf "%.0f ", $1 / 1048576}')" \
+        >"$LAB/sizes"
+    rm -f "$LAB"/*.difftar
+    # The floor's two halves: largest first, each to the lighter half.
+    : >"$LAB/half0" && : >"$LAB/half1"
+    h0=0 h1=0
+    while read -r size file; do
+        if [ "$h0" -le "$h1" ]; then echo "$file" >>"$LAB/half0" && h0=$((h0 + size)); else echo "$file" >>"$LAB/half1" && h1=$((h1 + size)); fi
+    done < <(du -b "${UNIQUE[@]}" | sort -rn)
+}
+if [ -z "${REUSE_LAB:-}" ]; then build; fi
+cat "$LAB/sizes"
+
+registry_ticks() { awk '{print $14 + $15}' "/proc/$REGISTRY_PID/stat"; }
+log_lines() { wc -l <"$LAB/registry.log"; }
+# measure NAME LOG CMD...: one run, its stderr to LOG; appends "wall cpu rss_kib fetched_bytes requests
+# registry_cpu" to $LAB/NAME.txt.
+measure() {
+    local name=$1 log=$2 lines ticks
     shift 2
+    lines=$(log_lines)
+    ticks=$(registry_ticks)
+    local started ended
+    started=$(date +%s%N)
+    /usr/bin/time -f "%e %U %S %M" -o "$LAB/time" "$@" 2>"$log"
+    ended=$(date +%s%N)
+    local traffic
+    traffic=$(tail -n +$((lines + 1)) "$LAB/registry.log" | awk -F'"' '/^[0-9.]+ - / {
+        split($3, f, " "); n++; if (f[1] ~ /^2/) b += f[2] } END {printf "%d %d", b, n}')
+    local _wall user sys rss
+    read -r _wall user sys rss <"$LAB/time"
+    printf '%.3f %.2f %s %s %.2f\n' "$(((ended - started) / 1000000))e-3" "$(echo "$user + $sys" | bc)" "$rss" \
+        "$traffic" "$(echo "scale=2; ($(registry_ticks) - $ticks) / $TICK" | bc)" >>"$LAB/$name.txt"
+}
+OURS=(--no-cluster --pull-secret "$LAB/auth.json" --ca-file "$LAB/ca.crt" --log-format json)
+ours_cold() {
     rm -rf "$LAB/out"
-    /usr/bin/time -f "%e %M" -o "$LAB/time" "$BIN" extract --no-cluster --images-json "$images" \
-        --output "$LAB/out" --pull-secret "$LAB/auth.json" --ca-file "$LAB/ca.crt" --log-format json "$@" 2>"$log"
-    printf '%s %s\n' "$(cat "$LAB/time")" "$(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        event = json.loads(line)
-    except ValueError:
-        continue
-    if event.get("message") == "layer bytes fetched":
-        print(event["fetched_bytes"], event["layer_bytes"], event["blob_requests"])
-' "$log")"
+    measure cold "$LAB/cold.log" "$BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${OURS[@]}"
+}
+other_cold() {
+    rm -rf "$LAB/out"
+    measure other "$LAB/other.log" "$OTHER_BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${OURS[@]}"
+}
+ours_warm() {
+    measure warm "$LAB/warm.log" "$BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${OURS[@]}"
+    grep -q '"warm run' "$LAB/warm.log" || echo "WARNING: the warm run was not warm; see $LAB/warm.log" >&2
 }
 peer() {
     rm -rf "$LAB/peer" && mkdir -p "$LAB/peer"
-    /usr/bin/time -f "%e %M" -o "$LAB/time" bash -c '
+    measure peer "$LAB/peer.log" bash -c '
         set -e
         for i in $(seq 1 '"$IMAGES"'); do
             skopeo copy --quiet --src-creds bench:bench-password --src-cert-dir '"$LAB/certs"' \
                 "docker://'"$REGISTRY"'/bench/provider$i:v1" "oci:'"$LAB"'/peer/oci:provider$i"
         done
+        mkdir -p '"$LAB"'/peer/tree
         for blob in '"$LAB"'/peer/oci/blobs/sha256/*; do
-            if [ "$(head -c2 "$blob" | od -An -tx1 | tr -d " ")" = "1f8b" ]; then
-                mkdir -p '"$LAB"'/peer/tree && tar -xzf "$blob" -C '"$LAB"'/peer/tree capi-operator-manifests 2>/dev/null || true
-            fi
+            case "$(head -c4 "$blob" | od -An -tx1 | tr -d " ")" in
+                1f8b*) tar -xzf "$blob" -C '"$LAB"'/peer/tree capi-operator-manifests 2>/dev/null || true ;;
+                28b52ffd) tar --zstd -xf "$blob" -C '"$LAB"'/peer/tree capi-operator-manifests 2>/dev/null || true ;;
+            esac
         done'
-    cat "$LAB/time"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+floor() {
+    measure floor "$LAB/floor.log" bash -c '
+        xargs '"${DECOMPRESS[*]}"' <'"$LAB"'/half0 >/dev/null &
+        xargs '"${DECOMPRESS[*]}"' <'"$LAB"'/half1 >/dev/null
+        wait'
+}
 
-: >"$LAB/ours.txt"
-: >"$LAB/peer.txt"
-: >"$LAB/partial.txt"
-: >"$LAB/whole.txt"
+for name in cold warm peer floor other; do : >"$LAB/$name.txt"; done
 for run in $(seq 1 "$RUNS"); do
-    ours "$LAB/images.json" "$LAB/ours.log" >>"$LAB/ours.txt"
-    peer >>"$LAB/peer.txt"
-    if [ "$chunked" -gt 0 ]; then
-        ours "$LAB/chunked.json" "$LAB/partial.log" >>"$LAB/partial.txt"
-        ours "$LAB/chunked.json" "$LAB/whole.log" --no-partial >>"$LAB/whole.txt"
-    fi
+    echo "== run $run of $RUNS"
+    if [ -n "${OTHER_BIN:-}" ]; then other_cold; fi
+    ours_cold
+    ours_warm
+    peer
+    floor
 done
-ours_wall=$(cut -d' ' -f1 "$LAB/ours.txt" | median)
-ours_rss=$(cut -d' ' -f2 "$LAB/ours.txt" | median)
-peer_wall=$(cut -d' ' -f1 "$LAB/peer.txt" | median)
-peer_rss=$(cut -d' ' -f2 "$LAB/peer.txt" | median)
-printf '\n%-34s %10s %14s\n' "median of $RUNS runs" "wall (s)" "peak RSS (MiB)"
-printf '%-34s %10s %14s\n' "provider-images extract (cold)" "$ours_wall" "$((ours_rss >> 10))"
-printf '%-34s %10s %14s\n' "skopeo copy ×$IMAGES + tar (peer)" "$peer_wall" "$((peer_rss >> 10))"
-awk -v o="$ours_wall" -v p="$peer_wall" 'BEGIN {printf "peer / ours wall-time ratio: %.2f×\n", p / o}'
-if [ "$chunked" -gt 0 ]; then
-    row() { # LABEL FILE
-        local wall fetched layers requests
-        wall=$(cut -d' ' -f1 "$2" | median)
-        read -r _ _ fetched layers requests < <(head -1 "$2")
-        printf '%-34s %10s %14s %14s %9s\n' "$1" "$wall" "$(awk -v b="$fetched" 'BEGIN {printf "%.2f", b / 1048576}')" \
-            "$((layers >> 20))" "$requests"
-    }
-    printf '\nzstd:chunked set, %s of %s images  %10s %14s %14s %9s\n' "$chunked" "$IMAGES" "wall (s)" \
-        "fetched (MiB)" "layers (MiB)" "requests"
-    row "extract, partial pulls (cold)" "$LAB/partial.txt"
-    row "extract --no-partial (cold)" "$LAB/whole.txt"
-    read -r _ _ fetched layers _ < <(head -1 "$LAB/partial.txt")
-    awk -v f="$fetched" -v l="$layers" 'BEGIN {printf "bytes fetched with partial pulls: %.3f%% of the layer bytes\n", 100 * f / l}'
-    awk -v p="$(cut -d' ' -f1 "$LAB/partial.txt" | median)" -v w="$(cut -d' ' -f1 "$LAB/whole.txt" | median)" \
-        'BEGIN {printf "--no-partial / partial wall-time ratio: %.2f×\n", w / p}'
+
+median() { # FILE COLUMN
+    cut -d' ' -f"$2" "$1" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+row() { # LABEL NAME
+    local f=$LAB/$2.txt
+    printf '%-38s %8s %8s %9s %11s %9s %12s\n' "$1" "$(median "$f" 1)" "$(median "$f" 2)" \
+        "$(($(median "$f" 3) >> 10))" "$(($(median "$f" 4) >> 20))" "$(median "$f" 5)" "$(median "$f" 6)"
+}
+printf '\n%-38s %8s %8s %9s %11s %9s %12s\n' "median of $RUNS runs" "wall s" "CPU s" "RSS MiB" "fetched MiB" \
+    "requests" "registry CPU"
+row "provider-images extract, cold" cold
+row "provider-images extract, warm" warm
+if [ -n "${OTHER_BIN:-}" ]; then row "OTHER_BIN extract, cold" other; fi
+row "peer: skopeo copy ×$IMAGES + tar" peer
+row "floor: ${DECOMPRESS[0]} -dc over 2 processes" floor
+cold=$(median "$LAB/cold.txt" 1)
+awk -v c="$cold" -v w="$(median "$LAB/warm.txt" 1)" -v p="$(median "$LAB/peer.txt" 1)" \
+    -v f="$(median "$LAB/floor.txt" 1)" -v r="$(median "$LAB/warm.txt" 5)" 'BEGIN {
+    printf "cold: %.2f× faster than the peer (target ≥ 3×), %.2f× the floor (target ≤ 1.3×)\n", p / c, c / f
+    printf "warm: %d ms (target ≤ 50 ms), %d requests (target 0)\n", w * 1000, r }'
+
+if [ "$BIG_MIB" -gt 0 ]; then
+    echo "== one image with a ${BIG_MIB} MiB layer (tar size)"
+fi
+if [ "$BIG_MIB" -gt 0 ] && [ ! -f "$LAB/big.json" ]; then
+    mkdir -p "$LAB/big/opt/big"
+    for slot in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do slice "$slot"; done | head -c $((BIG_MIB << 20)) \
+        >"$LAB/big/opt/big/blob.bin"
+    tar --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$LAB/big" -cf "$LAB/big.$EXT.difftar" .
+    rm -rf "$LAB/big"
+    "${COMPRESS[@]}" "$LAB/big.$EXT.difftar" >"$LAB/big.$EXT"
+    manifests_layer big "$LAB/mbig.$EXT"
+    digest=$(oci_image "$LAB/ocibig" v1 amd64 "$LAB/big.$EXT" "$LAB/mbig.$EXT")
+    rm -f "$LAB"/*.difftar
+    push "$LAB/ocibig" big
+    echo "{\"big\":\"$REGISTRY/bench/big@$digest\"}" >"$LAB/big.json"
+fi
+if [ "$BIG_MIB" -gt 0 ]; then
+    : >"$LAB/big.txt"
+    for run in $(seq 1 "$RUNS"); do
+        rm -rf "$LAB/bigout"
+        measure big "$LAB/big.log" "$BIN" extract --images-json "$LAB/big.json" --output "$LAB/bigout" "${OURS[@]}"
+    done
+    printf '%-38s %8s %8s %9s %11s %9s %12s\n' "cold, one image, ${BIG_MIB} MiB layer" "$(median "$LAB/big.txt" 1)" \
+        "$(median "$LAB/big.txt" 2)" "$(($(median "$LAB/big.txt" 3) >> 10))" \
+        "$(($(median "$LAB/big.txt" 4) >> 20))" "$(median "$LAB/big.txt" 5)" "$(median "$LAB/big.txt" 6)"
+    echo "peak RSS target: ≤ 64 MiB"
 fi

@@ -67,6 +67,9 @@ pub struct ExtractArgs {
     /// Never use TOC-based partial pulls (zstd:chunked, eStargz): download every layer whole.
     #[arg(long)]
     pub no_partial: bool,
+    /// Keep each layer's contribution (and configs and manifests) here, by digest, for later runs.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Where the kubelet reads the termination message (at most 4 KiB is written).
     #[arg(long, value_name = "FILE")]
     pub termination_message_path: Option<PathBuf>,

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::cache::Cache;
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, LayerError, Limits, Node, Subtree};
 use crate::mirrors::MirrorError;
@@ -18,8 +19,11 @@ use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{
     BlobError, DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform,
-    RegistryClient, RegistryError, Source,
+    RegistryClient, RegistryError, Source, parse_manifest,
 };
+
+mod queue;
+mod warm;
 
 /// Index → index → image is as deep as real images nest; deeper is a loop or an attack.
 const MAX_INDEX_DEPTH: usize = 2;
@@ -32,6 +36,8 @@ pub struct ExtractOptions {
     pub lock_timeout: Duration,
     /// Partial pulls through a layer's TOC (off with `--no-partial`).
     pub partial: bool,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Why one image failed. Its `Display` is the cause alone; the image and source are added by `ImageFailure`.
@@ -170,6 +176,8 @@ pub struct Summary {
     pub images: usize,
     pub profiles: usize,
     pub published: PathBuf,
+    /// The published tree was already current: nothing was pulled or written.
+    pub warm: bool,
 }
 
 /// Pulls every image (`concurrency` at a time, every one attempted even when others fail), then publishes.
@@ -180,10 +188,54 @@ pub async fn extract(
     options: &ExtractOptions,
 ) -> Result<Summary, ExtractError> {
     let total = entries.len();
+    let started = Instant::now();
+    let reuse = warm::reuse(&client, &planner, &entries, options).await;
+    if reuse.warm {
+        let profiles = reuse.images.values().map(|i| i.profiles.len()).sum();
+        tracing::info!(
+            images = total,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "warm run: the published tree is current; nothing pulled, nothing written"
+        );
+        return Ok(Summary {
+            images: total,
+            profiles,
+            published: reuse.payload.unwrap_or_else(|| options.output.clone()),
+            warm: true,
+        });
+    }
+    for why in &reuse.cold {
+        tracing::info!(reason = %why, "not reusing the published tree for this");
+    }
+    if !reuse.images.is_empty() {
+        tracing::info!(
+            images = reuse.images.len(),
+            "reusing images the published tree holds as they are"
+        );
+    }
+    let reused = reuse.images;
+    let entries: Vec<ImageEntry> = entries
+        .into_iter()
+        .filter(|entry| !reused.contains_key(&entry.reference_text))
+        .collect();
+    let cache = options
+        .cache_dir
+        .as_deref()
+        .and_then(|dir| match Cache::open(dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(cache_dir = %dir.display(), error = %e, "cannot use the cache directory; pulling everything");
+                None
+            }
+        });
     let run = Run {
         client,
         planner,
-        layers: LayerCache::default(),
+        cache,
+        queue: queue::WorkQueue::for_this_machine(),
+        layers: ByDigest::default(),
+        configs: ByDigest::default(),
+        manifests: ByDigest::default(),
         platform: options.platform.clone(),
         limits: options.limits,
         partial: Partial::new(options.partial),
@@ -209,6 +261,7 @@ pub async fn extract(
         failures.sort_by(|a, b| a.reference.cmp(&b.reference));
         return Err(ExtractError::Images { failures, total });
     }
+    pulled.extend(reused.into_values());
     pulled.sort_by(|a, b| a.entry.reference_text.cmp(&b.entry.reference_text));
     let profiles = pulled.iter().map(|image| image.profiles.len()).sum();
     let published = publish_tree(&pulled, options)?;
@@ -216,6 +269,7 @@ pub async fn extract(
         images: pulled.len(),
         profiles,
         published,
+        warm: false,
     })
 }
 
@@ -223,29 +277,40 @@ pub async fn extract(
 struct Run {
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
-    layers: LayerCache,
+    cache: Option<Cache>,
+    /// Every layer to download and unpack, across images.
+    queue: queue::WorkQueue,
+    layers: ByDigest<Contribution>,
+    configs: ByDigest<bytes::Bytes>,
+    manifests: ByDigest<FetchedManifest>,
     platform: Platform,
     limits: Limits,
     partial: Partial,
 }
 
-/// Layers already unpacked in this run, by digest: a base layer shared by a dozen provider images is
-/// downloaded and walked once, and images asking for it meanwhile wait for that one pull. Contributions
-/// are content-addressed and verified, so one from any source serves all; a failure is not kept, so the
-/// next asker (perhaps through another source) tries again.
-#[derive(Default)]
-struct LayerCache {
-    cells: std::sync::Mutex<
-        std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Contribution>>>,
-    >,
+/// What this run already has, by digest: a base layer shared by a dozen provider images is downloaded
+/// and walked once, and images asking for it meanwhile wait for that one pull; so are a config or a
+/// manifest that several refs share. What is kept is content-addressed and verified, so one from any
+/// source serves all; a failure is not kept, so the next asker (perhaps through another source) tries
+/// again.
+struct ByDigest<T> {
+    cells: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::OnceCell<T>>>>,
 }
 
-impl LayerCache {
-    async fn get_or_pull(
+impl<T> Default for ByDigest<T> {
+    fn default() -> Self {
+        ByDigest {
+            cells: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> ByDigest<T> {
+    async fn get_or_fetch<E>(
         &self,
         digest: &str,
-        pull: impl std::future::Future<Output = Result<Contribution, ImageError>>,
-    ) -> Result<Contribution, ImageError> {
+        fetch: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let cell = self
             .cells
             .lock()
@@ -253,7 +318,7 @@ impl LayerCache {
             .entry(digest.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| pull).await.cloned()
+        cell.get_or_try_init(|| fetch).await.cloned()
     }
 }
 
@@ -332,8 +397,23 @@ struct Resolved {
 
 async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, ImageError> {
     let (client, platform, limits) = (&run.client, &run.platform, run.limits);
-    let resolved = resolve_manifest(client, source, object, platform).await?;
-    let config = client.small_blob(source, &resolved.manifest.config).await?;
+    let resolved = resolve_manifest(run, source, object).await?;
+    let config_descriptor = &resolved.manifest.config;
+    let config = run
+        .configs
+        .get_or_fetch(&config_descriptor.digest, async {
+            let cache = run.cache.as_ref();
+            let kept = cache.and_then(|c| c.blob(&config_descriptor.digest));
+            if let Some(kept) = kept.filter(|k| k.len() as u64 == config_descriptor.size) {
+                return Ok(kept);
+            }
+            let config = client.small_blob(source, config_descriptor).await?;
+            if let Some(cache) = cache {
+                cache.put_blob(&config_descriptor.digest, &config);
+            }
+            Ok::<_, RegistryError>(config)
+        })
+        .await?;
     check_config(
         &resolved.manifest.config,
         &config,
@@ -341,9 +421,19 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
         resolved.index_digest.is_some(),
         &source.to_string(),
     )?;
-    let layer_jobs = resolved.manifest.layers.iter().map(|layer| {
+    let layer_jobs = resolved.manifest.layers.iter().map(|layer| async move {
+        let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+            ImageError::NotALayer {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            }
+        })?;
+        // By digest and compression: a blob declared with a compression it does not have fails,
+        // whatever another image declared for it.
+        let key = format!("{} {compression:?}", layer.digest);
         run.layers
-            .get_or_pull(&layer.digest, pull_layer(run, source, layer))
+            .get_or_fetch(&key, pull_layer(run, source, layer, compression))
+            .await
     });
     let contributions = futures_util::future::try_join_all(layer_jobs).await?;
     let mut subtree = Subtree::new();
@@ -368,12 +458,12 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
 
 /// Follows an index to the manifest for `platform`, verifying every document on the way.
 async fn resolve_manifest(
-    client: &RegistryClient,
+    run: &Run,
     source: &Source,
     object: &str,
-    platform: &Platform,
 ) -> Result<Resolved, ImageError> {
-    let top: FetchedManifest = client.manifest(source, object).await?;
+    let platform = &run.platform;
+    let top = fetch_manifest(run, source, object).await?;
     let top_digest = top.digest.clone();
     let mut current = top;
     let mut index_digest = None;
@@ -399,7 +489,7 @@ async fn resolve_manifest(
                 wanted: platform.clone(),
                 available: describe_platforms(&index.manifests),
             })?;
-        let child = client.manifest(source, &chosen.digest).await?;
+        let child = fetch_manifest(run, source, &chosen.digest).await?;
         if child.size != chosen.size {
             return Err(RegistryError::SizeMismatch {
                 registry: source.registry.clone(),
@@ -412,6 +502,38 @@ async fn resolve_manifest(
         current = child;
     }
     Err(ImageError::NestedTooDeep)
+}
+
+/// A manifest by tag is asked for every time; by digest, once per run.
+async fn fetch_manifest(
+    run: &Run,
+    source: &Source,
+    object: &str,
+) -> Result<FetchedManifest, RegistryError> {
+    if object.contains(':') {
+        let fetch = async {
+            let cache = run.cache.as_ref();
+            if let Some((media_type, body)) = cache.and_then(|c| c.manifest(object))
+                && let Ok((media_type, manifest)) = parse_manifest(&body, &media_type)
+            {
+                return Ok(FetchedManifest {
+                    digest: object.to_string(),
+                    media_type,
+                    size: body.len() as u64,
+                    manifest,
+                    body,
+                });
+            }
+            let fetched = run.client.manifest(source, object).await?;
+            if let Some(cache) = cache {
+                cache.put_manifest(object, &fetched.media_type, &fetched.body);
+            }
+            Ok(fetched)
+        };
+        run.manifests.get_or_fetch(object, fetch).await
+    } else {
+        run.client.manifest(source, object).await
+    }
 }
 
 fn describe_platforms(manifests: &[Descriptor]) -> String {
@@ -453,21 +575,38 @@ async fn pull_layer(
     run: &Run,
     source: &Source,
     layer: &Descriptor,
+    compression: Compression,
 ) -> Result<Contribution, ImageError> {
     let (client, limits) = (&run.client, run.limits);
-    let compression =
-        Compression::from_media_type(&layer.media_type).ok_or_else(|| ImageError::NotALayer {
-            digest: layer.digest.clone(),
-            media_type: layer.media_type.clone(),
-        })?;
+    let cache = run.cache.as_ref();
+    if let Some(kept) = cache.and_then(|c| c.layer(&layer.digest, compression, &limits)) {
+        tracing::debug!(layer = %layer.digest, "layer taken from the cache");
+        return Ok(kept);
+    }
+    let _slot = run.queue.acquire(layer.size).await;
     // Through the layer's TOC when it has one and all checks out; else (the reason logged) whole.
-    if let Some(contribution) = run
+    let contribution = match run
         .partial
         .contribution(client, source, layer, &limits)
         .await
     {
-        return Ok(contribution);
+        Some(contribution) => contribution,
+        None => pull_whole_layer(client, source, layer, compression, limits).await?,
+    };
+    if let Some(cache) = cache {
+        cache.put_layer(&layer.digest, compression, &limits, &contribution);
     }
+    Ok(contribution)
+}
+
+/// Downloads a layer and walks it as it streams.
+async fn pull_whole_layer(
+    client: &RegistryClient,
+    source: &Source,
+    layer: &Descriptor,
+    compression: Compression,
+    limits: Limits,
+) -> Result<Contribution, ImageError> {
     let size = layer.size;
     let consumed = client
         .consume_blob(source, layer, move |reader| {
@@ -522,7 +661,28 @@ struct IndexProfile<'a> {
 
 pub const GENERATOR: &str = concat!("provider-images ", env!("CARGO_PKG_VERSION"));
 
-fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, serde_json::Error> {
+/// What index.json says of one image: a pulled image, or (warm run) one the published tree already holds.
+struct Described<'a> {
+    entry: &'a ImageEntry,
+    source: &'a str,
+    digest: &'a str,
+    index_digest: Option<&'a str>,
+    profiles: &'a [Profile],
+}
+
+impl PulledImage {
+    fn described(&self) -> Described<'_> {
+        Described {
+            entry: &self.entry,
+            source: &self.source,
+            digest: &self.digest,
+            index_digest: self.index_digest.as_deref(),
+            profiles: &self.profiles,
+        }
+    }
+}
+
+fn index_json(images: &[Described<'_>], platform: &Platform) -> Result<Vec<u8>, serde_json::Error> {
     let index = IndexJson {
         generator: GENERATOR.to_string(),
         platform: platform.to_string(),
@@ -531,9 +691,9 @@ fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, se
             .map(|image| IndexImage {
                 names: &image.entry.names,
                 reference: &image.entry.reference_text,
-                source: &image.source,
-                digest: &image.digest,
-                index_digest: image.index_digest.as_deref(),
+                source: image.source,
+                digest: image.digest,
+                index_digest: image.index_digest,
                 volume: &image.entry.volume,
                 profiles: image
                     .profiles
@@ -565,7 +725,8 @@ fn index_json(images: &[PulledImage], platform: &Platform) -> Result<Vec<u8>, se
 }
 
 fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<PathBuf, ExtractError> {
-    let index = index_json(images, &options.platform)?;
+    let described: Vec<Described<'_>> = images.iter().map(PulledImage::described).collect();
+    let index = index_json(&described, &options.platform)?;
     let out = &options.output;
     let publish_error = |source| ExtractError::Publish {
         path: out.clone(),

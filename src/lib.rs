@@ -5,6 +5,7 @@
 //! images.json → cluster → plan (mirrors, trust, auth) → registry → layers → profiles → publish.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod extract;

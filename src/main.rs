@@ -203,18 +203,29 @@ async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
         },
         lock_timeout: Duration::from_secs(60),
         partial: !args.no_partial,
+        cache_dir: args.cache_dir.clone(),
     };
     match extract::extract(setup.client, setup.planner, entries, &options).await {
         Ok(summary) => {
-            let message = format!(
-                "published {} images ({} profiles) to {}",
-                summary.images,
-                summary.profiles,
-                args.output.display()
-            );
+            let message = if summary.warm {
+                format!(
+                    "{} images ({} profiles) already published to {}; nothing pulled",
+                    summary.images,
+                    summary.profiles,
+                    args.output.display()
+                )
+            } else {
+                format!(
+                    "published {} images ({} profiles) to {}",
+                    summary.images,
+                    summary.profiles,
+                    args.output.display()
+                )
+            };
             tracing::info!(
                 images = summary.images,
                 profiles = summary.profiles,
+                warm = summary.warm,
                 "{message}"
             );
             Ok(message)

@@ -70,14 +70,19 @@ pub fn discover(subtree: &Subtree) -> Result<Vec<Profile>, ProfileError> {
             (Some(_), None) => return Err(missing(name, MANIFESTS)),
             (Some(metadata), Some(manifests)) => (metadata, manifests),
         };
-        profiles.push(Profile {
-            name: name.to_string(),
-            metadata: parse_metadata(name, metadata)?,
-            content_id: sha256_hex(manifests),
-            metadata_sha256: sha256_hex(metadata),
-        });
+        profiles.push(describe(name, metadata, manifests)?);
     }
     Ok(profiles)
+}
+
+/// The profile `name` made of these two files.
+pub fn describe(name: &str, metadata: &[u8], manifests: &[u8]) -> Result<Profile, ProfileError> {
+    Ok(Profile {
+        name: name.to_string(),
+        metadata: parse_metadata(name, metadata)?,
+        content_id: sha256_hex(manifests),
+        metadata_sha256: sha256_hex(metadata),
+    })
 }
 
 fn missing(profile: &str, file: &'static str) -> ProfileError {

@@ -443,6 +443,23 @@ pub fn read_current_index(out: &Path) -> Option<Vec<u8>> {
     }
 }
 
+/// The payload directory `<out>/..data` points to, if anything is published (for the warm-run check,
+/// which reads the payload directly so that every file comes from one tree).
+pub fn current_payload(out: &Path) -> Option<PathBuf> {
+    match current_payload_name(out) {
+        Ok(name) => name.map(|name| out.join(name)),
+        Err(e) => {
+            debug!(out = %out.display(), error = %e, "cannot tell the current payload");
+            None
+        }
+    }
+}
+
+/// Whether `<out>/<name>` is the visible link this tool makes for a top-level payload entry.
+pub fn is_visible_link(out: &Path, name: &str) -> bool {
+    fs::read_link(out.join(name)).is_ok_and(|target| target == visible_target(OsStr::new(name)))
+}
+
 /// The relative target of the visible link for a top-level payload entry.
 fn visible_target(name: &OsStr) -> PathBuf {
     Path::new(DATA_LINK).join(name)

@@ -265,6 +265,8 @@ pub struct FetchedManifest {
     pub media_type: String,
     pub size: u64,
     pub manifest: Manifest,
+    /// The body as served (the digest is of these bytes).
+    pub body: Bytes,
 }
 
 /// The shape a manifest body must have, whatever its headers claim (GHSA-5j5w-g665-5m35: a document must
@@ -710,6 +712,7 @@ impl RegistryClient {
                 media_type,
                 size: body.len() as u64,
                 manifest,
+                body,
             })
         };
         self.fetch_small(

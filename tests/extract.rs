@@ -313,10 +313,11 @@ fn a_tampered_blob_fails_the_run_and_the_previous_tree_stays() {
     );
     let reference = format!("{}/p/tamper:v1", registry.host());
     let out = tempfile::tempdir().unwrap();
-    let extract = Extract::new()
+    Extract::new()
         .registry(&registry)
-        .image("tamper", &reference);
-    extract.run(out.path()).assert_code(0);
+        .image("tamper", &reference)
+        .run(out.path())
+        .assert_code(0);
     let before = std::fs::read(out.path().join("index.json")).unwrap();
 
     let layer = &image.layer_digests[1];
@@ -326,7 +327,14 @@ fn a_tampered_blob_fails_the_run_and_the_previous_tree_stays() {
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
 
-    let run = extract.run(out.path());
+    // The published tree already holds the tag's image, so a run would not pull it again; the same
+    // image by digest is new to the tree and is pulled.
+    let pinned = format!("{}/p/tamper@{}", registry.host(), image.manifest_digest);
+    let run = Extract::new()
+        .registry(&registry)
+        .image("tamper", &reference)
+        .image("tamper-pinned", &pinned)
+        .run(out.path());
     run.assert_code(1);
     assert!(
         run.stderr.contains(&format!(
@@ -617,7 +625,7 @@ fn a_crash_mid_publish_leaves_a_whole_tree_and_the_next_run_succeeds() {
         .registry(&registry)
         .image("crash", &reference);
     extract.run(out.path()).assert_code(0);
-    push("version: new\n");
+    let mut old = "version: old\n".to_string();
     for step in [
         "after-write",
         "after-fsync",
@@ -626,6 +634,9 @@ fn a_crash_mid_publish_leaves_a_whole_tree_and_the_next_run_succeeds() {
         "after-visible",
         "after-cleanup",
     ] {
+        // New content for every step: a run whose tree is already current publishes nothing.
+        let new = format!("version: {step}\n");
+        push(&new);
         let run = Extract::new()
             .registry(&registry)
             .image("crash", &reference)
@@ -645,9 +656,10 @@ fn a_crash_mid_publish_leaves_a_whole_tree_and_the_next_run_succeeds() {
             "{step}: the visible tree is one whole tree"
         );
         assert!(
-            content == b"version: old\n" || content == b"version: new\n",
+            content == old.as_bytes() || content == new.as_bytes(),
             "{step}"
         );
+        old = String::from_utf8(content).unwrap();
     }
     extract.run(out.path()).assert_code(0);
     let index = read_index(out.path());
@@ -657,7 +669,7 @@ fn a_crash_mid_publish_leaves_a_whole_tree_and_the_next_run_succeeds() {
             index_image(&index, &reference),
             "default/manifests.yaml"
         ),
-        b"version: new\n"
+        b"version: after-cleanup\n"
     );
     let leftovers: Vec<_> = std::fs::read_dir(out.path())
         .unwrap()

@@ -477,8 +477,10 @@ fn corrupt_bytes_are_never_accepted() {
         run.stderr
     );
 
-    // Corrupt every time: the run fails and the published tree stays as it was.
+    // Corrupt every time: the run fails and the published tree stays as it was. The tag moves to a new
+    // image first, so the re-run cannot reuse the published tree (a warm run would not fetch at all).
     let before = snapshot(out.path());
+    let provider_blob = lab.push("p/corrupt", "corrupt: always\n").layer_digests[1].clone();
     lab.proxy.always(&provider_blob, HttpFault::Corrupt);
     let run = lab.extract().image("x", &reference).run(out.path());
     run.assert_code(1);

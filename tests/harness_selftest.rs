@@ -492,3 +492,33 @@ fn a_spawned_run_can_be_signalled() {
         ("up\n", "got-term\n")
     );
 }
+
+#[test]
+fn access_log_lines_parse_and_the_registrys_messages_do_not() {
+    let line = r#"127.0.0.1 - - [24/Nov/2026:09:02:37 +0000] "GET /v2/foo/blobs/sha256:abc HTTP/1.1" 400 110 "" "provider-images/0.1.0""#;
+    let access = Access::parse(line).unwrap();
+    assert_eq!(access.method, "GET");
+    assert_eq!(access.path, "/v2/foo/blobs/sha256:abc");
+    assert_eq!(access.status, 400);
+    assert_eq!(access.user_agent, "provider-images/0.1.0");
+    assert_eq!(access.object("blobs"), Some("sha256:abc"));
+    assert!(access.is_blob() && !access.is_manifest());
+    let message = r#"time="2026-11-24T09:02:37Z" level=error msg="response completed with error" http.request.useragent=provider-images/0.1.0"#;
+    assert_eq!(Access::parse(message), None);
+}
+
+#[test]
+fn the_access_log_records_each_request() {
+    let registry = Registry::start(RegistryOpts::default());
+    let image = registry.push_image(
+        "p/log",
+        Some("v1"),
+        &Image::new(vec![Layer::gzip(&provider_tar())]),
+    );
+    registry.get_blob("p/log", &image.config_digest);
+    let log = registry.access_log();
+    let last = log.last().expect("the GET is logged");
+    assert_eq!(last.method, "GET");
+    assert_eq!(last.object("blobs"), Some(image.config_digest.as_str()));
+    assert_eq!(last.status, 200);
+}

@@ -81,6 +81,17 @@ impl Subtree {
         Ok(())
     }
 
+    /// The subtree holding these files (paths relative to the subtree root) and their parent
+    /// directories: a published tree read back, whose files were checked against index.json.
+    pub fn from_files(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Subtree {
+        let mut subtree = Subtree::new();
+        subtree.put_dir("");
+        for (path, content) in files {
+            subtree.put_file(&path, content.into());
+        }
+        subtree
+    }
+
     /// True when `capi-operator-manifests` exists in the merged image as a directory.
     pub fn exists(&self) -> bool {
         self.is_dir("")

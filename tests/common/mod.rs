@@ -10,6 +10,7 @@
 // leaves unused is not dead.
 #![allow(dead_code, unused_imports)]
 
+mod access_log;
 mod apiserver;
 mod blob_store;
 mod client;
@@ -31,6 +32,7 @@ mod tls;
 mod token;
 mod urlenc;
 
+pub use access_log::Access;
 pub use apiserver::{API_TOKEN, ApiRequest, ApiServer, Fault};
 pub use blob_store::BlobStore;
 pub use client::{Client, HARNESS_USER_AGENT, HttpResponse};

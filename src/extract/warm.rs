@@ -1,0 +1,407 @@
+//! Reusing the published tree: an image the tree already holds, as this run would pull it, is not
+//! pulled again; when the tree holds every image and nothing else, nothing is written either (a warm
+//! run).
+//!
+//! All of it is read from the payload `..data` points to, under the publish lock, so a concurrent
+//! publisher cannot swap the tree mid-check. The tree is considered at all only when index.json's
+//! `generator` is this binary's and its `platform` the one asked for. An image of it is reused when:
+//! - its volume holds exactly the files index.json lists for its profiles (and their directories),
+//!   each with its sha256, within the limits and with the modes the tool writes, and nothing else —
+//!   a volume holding anything index.json cannot vouch for is pulled again;
+//! - its ref is pinned by digest, names the recorded digest (the index's, when it named one), and the
+//!   recorded source is still one of its pull sources: no request at all;
+//! - or it is a tag ref whose pull sources, asked in order, still serve the recorded digest from the
+//!   recorded source: one manifest request.
+//!
+//! The run is warm when every image is reused, the visible links point through `..data`, the payload
+//! holds nothing else, and index.json rebuilt from images.json and what was read back is byte for
+//! byte the published one (names, volumes, profiles, metadata, hashes and paths all follow).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::{Described, ExtractOptions, GENERATOR, PulledImage, index_json};
+use crate::images::ImageEntry;
+use crate::layers::{self, Subtree};
+use crate::plan::Planner;
+use crate::profiles::{self, Profile};
+use crate::publish::{self, Publisher};
+use crate::registry::RegistryClient;
+
+/// What the published tree offers this run.
+pub(super) struct Reuse {
+    /// Images the tree holds as this run would pull them, by ref as written.
+    pub(super) images: BTreeMap<String, PulledImage>,
+    /// Every image is reused and the tree is exactly what this run would publish.
+    pub(super) warm: bool,
+    /// The payload directory read.
+    pub(super) payload: Option<PathBuf>,
+    /// Why the run is not warm, for the log.
+    pub(super) cold: Vec<String>,
+}
+
+impl Reuse {
+    fn none(why: impl Into<String>) -> Reuse {
+        Reuse {
+            images: BTreeMap::new(),
+            warm: false,
+            payload: None,
+            cold: vec![why.into()],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PublishedIndex {
+    generator: String,
+    platform: String,
+    images: Vec<PublishedImage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublishedImage {
+    #[serde(rename = "ref")]
+    reference: String,
+    source: String,
+    digest: String,
+    index_digest: Option<String>,
+    volume: String,
+    profiles: Vec<PublishedProfile>,
+}
+
+#[derive(Deserialize)]
+struct PublishedProfile {
+    profile: String,
+    /// File name → sha256 hex.
+    files: BTreeMap<String, String>,
+}
+
+/// Reads back what the published tree holds of `entries` (sorted by ref, as `parse_images_json` gives
+/// them).
+pub(super) async fn reuse(
+    client: &RegistryClient,
+    planner: &Planner,
+    entries: &[ImageEntry],
+    options: &ExtractOptions,
+) -> Reuse {
+    let out = &options.output;
+    // Nothing published (the usual first run): no lock taken, nothing created.
+    if publish::current_payload(out).is_none() {
+        return Reuse::none("nothing is published yet");
+    }
+    let publisher = match Publisher::open(out, options.lock_timeout) {
+        Ok(publisher) => publisher,
+        Err(e) => return Reuse::none(format!("cannot lock the output directory: {e}")),
+    };
+    let Some(payload) = publish::current_payload(out) else {
+        return Reuse::none("nothing is published");
+    };
+    let bytes = match fs::read(payload.join("index.json")) {
+        Ok(bytes) => bytes,
+        Err(e) => return Reuse::none(format!("cannot read the published index.json: {e}")),
+    };
+    let index: PublishedIndex = match serde_json::from_slice(&bytes) {
+        Ok(index) => index,
+        Err(e) => return Reuse::none(format!("the published index.json does not parse: {e}")),
+    };
+    if index.generator != GENERATOR {
+        return Reuse::none(format!(
+            "index.json was written by {:?}, this is {GENERATOR:?}",
+            index.generator
+        ));
+    }
+    let platform = options.platform.to_string();
+    if index.platform != platform {
+        return Reuse::none(format!(
+            "index.json is for platform {}, this run for {platform}",
+            index.platform
+        ));
+    }
+    let mut cold = Vec::new();
+    let mut listed: BTreeMap<String, PublishedImage> = index
+        .images
+        .into_iter()
+        .map(|image| (image.reference.clone(), image))
+        .collect();
+    let mut candidates = Vec::new();
+    for entry in entries {
+        let Some(image) = listed.remove(&entry.reference_text) else {
+            cold.push(format!("{}: not in index.json", entry.reference_text));
+            continue;
+        };
+        match held(&payload, entry, image, planner, options) {
+            Ok(held) => candidates.push((entry, held)),
+            Err(why) => cold.push(format!("{}: {why}", entry.reference_text)),
+        }
+    }
+    if !listed.is_empty() {
+        cold.push("index.json lists images that images.json does not".into());
+    }
+    let checks = candidates.into_iter().map(|(entry, held)| async move {
+        match entry.reference.digest {
+            Some(_) => Ok((entry, held)),
+            None => match check_tag(client, planner, entry, &held).await {
+                Ok(()) => Ok((entry, held)),
+                Err(why) => Err(format!("{}: {why}", entry.reference_text)),
+            },
+        }
+    });
+    let mut images = BTreeMap::new();
+    let mut checked =
+        futures_util::stream::iter(checks).buffer_unordered(options.concurrency.max(1));
+    while let Some(result) = checked.next().await {
+        match result {
+            Ok((entry, held)) => {
+                images.insert(entry.reference_text.clone(), held);
+            }
+            Err(why) => cold.push(why),
+        }
+    }
+    drop(checked);
+    if cold.is_empty()
+        && let Err(why) = exact_tree(out, &payload, entries, &images, &bytes, options)
+    {
+        cold.push(why);
+    }
+    drop(publisher);
+    Reuse {
+        warm: cold.is_empty(),
+        images,
+        payload: Some(payload),
+        cold,
+    }
+}
+
+/// The image as the tree holds it, if the tree holds it as this run would pull it (but for a tag's
+/// request).
+fn held(
+    payload: &Path,
+    entry: &ImageEntry,
+    image: PublishedImage,
+    planner: &Planner,
+    options: &ExtractOptions,
+) -> Result<PulledImage, String> {
+    if image.volume != entry.volume {
+        return Err("index.json records another volume".into());
+    }
+    if let Some(digest) = &entry.reference.digest {
+        if image.index_digest.as_ref().unwrap_or(&image.digest) != digest {
+            return Err("index.json records another digest".into());
+        }
+        let sources = planner.plan(&entry.reference).map_err(|e| e.to_string())?;
+        let allowed = sources
+            .iter()
+            .filter(|p| p.pull.blocked.is_none())
+            .any(|p| format!("{}@{digest}", p.source) == image.source);
+        if !allowed {
+            return Err(format!(
+                "the recorded source {} is not one of its pull sources",
+                image.source
+            ));
+        }
+    }
+    let (profiles, files) = read_volume(&payload.join(&entry.volume), &image, options)?;
+    let subtree = if files.is_empty() {
+        Subtree::new()
+    } else {
+        Subtree::from_files(files)
+    };
+    Ok(PulledImage {
+        entry: entry.clone(),
+        source: image.source,
+        digest: image.digest,
+        index_digest: image.index_digest,
+        subtree,
+        profiles,
+    })
+}
+
+/// Files of a subtree read back: (path relative to the subtree root, content).
+type Files = Vec<(String, Vec<u8>)>;
+
+/// Reads one volume: exactly the files index.json lists for its profiles (with their parent
+/// directories), hashed and parsed again. Returns the profiles and the files (relative to the
+/// subtree root).
+fn read_volume(
+    volume: &Path,
+    image: &PublishedImage,
+    options: &ExtractOptions,
+) -> Result<(Vec<Profile>, Files), String> {
+    let mut expected_dirs = BTreeSet::new();
+    let mut expected_files = BTreeSet::new();
+    for profile in &image.profiles {
+        let name = &profile.profile;
+        if matches!(name.as_str(), "" | "." | "..") || name.contains(['/', '\0']) {
+            return Err(format!("profile name {name:?}"));
+        }
+        let dir = format!("{}/{name}", layers::SUBTREE);
+        expected_files.insert(format!("{dir}/{}", profiles::METADATA));
+        expected_files.insert(format!("{dir}/{}", profiles::MANIFESTS));
+        expected_dirs.insert(dir);
+        expected_dirs.insert(layers::SUBTREE.to_string());
+    }
+    let (dirs, files) = walk(volume)?;
+    if dirs != expected_dirs || files != expected_files {
+        return Err("its volume holds other files or directories than its profiles".into());
+    }
+    let mut profiles = Vec::with_capacity(image.profiles.len());
+    let mut read_back = Vec::with_capacity(2 * image.profiles.len());
+    let mut total = 0u64;
+    for profile in &image.profiles {
+        let name = &profile.profile;
+        let dir = volume.join(layers::SUBTREE).join(name);
+        let read = |file: &str| {
+            let path = dir.join(file);
+            let bytes = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            if bytes.len() as u64 > options.limits.max_file_size {
+                return Err(format!("{} is over --max-file-size", path.display()));
+            }
+            Ok(bytes)
+        };
+        let metadata = read(profiles::METADATA)?;
+        let manifests = read(profiles::MANIFESTS)?;
+        total += (metadata.len() + manifests.len()) as u64;
+        let described =
+            profiles::describe(name, &metadata, &manifests).map_err(|e| e.to_string())?;
+        let on_disk = BTreeMap::from([
+            (profiles::METADATA, described.metadata_sha256.as_str()),
+            (profiles::MANIFESTS, described.content_id.as_str()),
+        ]);
+        let recorded: BTreeMap<&str, &str> = profile
+            .files
+            .iter()
+            .map(|(file, sum)| (file.as_str(), sum.as_str()))
+            .collect();
+        if on_disk != recorded {
+            return Err(format!(
+                "the files of profile {name} do not have the sha256 index.json records"
+            ));
+        }
+        profiles.push(described);
+        read_back.push((format!("{name}/{}", profiles::METADATA), metadata));
+        read_back.push((format!("{name}/{}", profiles::MANIFESTS), manifests));
+    }
+    if total > options.limits.max_image_size {
+        return Err("its files are over --max-image-size".into());
+    }
+    // As discover() orders them; comparing index.json byte for byte then checks the recorded order.
+    profiles.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((profiles, read_back))
+}
+
+/// Directories and regular files under `root` (relative, '/'-separated), requiring the modes the
+/// publisher sets and nothing but directories and regular files.
+fn walk(root: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
+    let meta = fs::symlink_metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if !meta.is_dir() || meta.permissions().mode() & 0o7777 != 0o755 {
+        return Err("its volume is not a 0755 directory".into());
+    }
+    let mut dirs = BTreeSet::new();
+    let mut files = BTreeSet::new();
+    let mut pending: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                return Err("its volume holds a name that is not UTF-8".into());
+            };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(|e| format!("{rel}: {e}"))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_dir() && mode == 0o755 {
+                dirs.insert(rel.clone());
+                pending.push((path, rel));
+            } else if meta.is_file() && mode == 0o644 {
+                files.insert(rel);
+            } else {
+                return Err(format!("{rel} is not a 0755 directory or a 0644 file"));
+            }
+        }
+    }
+    Ok((dirs, files))
+}
+
+/// A tag ref: the first pull source that answers must serve the recorded digest, as the recorded
+/// source.
+async fn check_tag(
+    client: &RegistryClient,
+    planner: &Planner,
+    entry: &ImageEntry,
+    held: &PulledImage,
+) -> Result<(), String> {
+    let sources = planner.plan(&entry.reference).map_err(|e| e.to_string())?;
+    let recorded = held.index_digest.as_ref().unwrap_or(&held.digest);
+    for planned in sources.iter().filter(|p| p.pull.blocked.is_none()) {
+        match client
+            .manifest(&planned.source, planned.pull.reference.object())
+            .await
+        {
+            Ok(fetched) if &fetched.digest == recorded => {
+                let source = format!("{}@{}", planned.source, fetched.digest);
+                if source != held.source {
+                    return Err(format!("now served by {source}, recorded {}", held.source));
+                }
+                return Ok(());
+            }
+            Ok(fetched) => {
+                return Err(format!(
+                    "the tag now points at {}, recorded {recorded}",
+                    fetched.digest
+                ));
+            }
+            Err(error) => {
+                tracing::debug!(image = %entry.reference_text, source = %planned.display(), error = %crate::transport::error_chain(&error), "checking the tag: source did not answer");
+            }
+        }
+    }
+    Err("no pull source answered for the tag".into())
+}
+
+/// The tree is exactly what this run would publish: visible links through `..data`, nothing else in the
+/// payload, and index.json as this run would write it.
+fn exact_tree(
+    out: &Path,
+    payload: &Path,
+    entries: &[ImageEntry],
+    images: &BTreeMap<String, PulledImage>,
+    published: &[u8],
+    options: &ExtractOptions,
+) -> Result<(), String> {
+    let mut names: BTreeSet<String> = BTreeSet::from(["index.json".to_string()]);
+    names.extend(entries.iter().map(|entry| entry.volume.clone()));
+    if !names.iter().all(|name| publish::is_visible_link(out, name)) {
+        return Err("a visible entry does not link into ..data".into());
+    }
+    let mut present = BTreeSet::new();
+    let listing = fs::read_dir(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| format!("{}: {e}", payload.display()))?;
+        present.insert(entry.file_name().to_string_lossy().into_owned());
+    }
+    if present != names {
+        return Err("the payload holds other entries than index.json and the volumes".into());
+    }
+    let described: Vec<Described<'_>> = entries
+        .iter()
+        .filter_map(|entry| images.get(&entry.reference_text))
+        .map(PulledImage::described)
+        .collect();
+    let rebuilt =
+        index_json(&described, &options.platform).map_err(|e| format!("index.json: {e}"))?;
+    if rebuilt != published {
+        return Err("index.json differs from what this run would write".into());
+    }
+    Ok(())
+}
