@@ -54,18 +54,21 @@ slice() { # SLOT
         awk -v s="$1" 'NR % 16 == s % 16' | xargs cat 2>/dev/null || true
 }
 # layer DIR FILE_IN_DIR COMPRESSED_MIB SLOT OUT: a layer holding one file of slice SLOT, cut so that it
-# compresses to within 4 % of COMPRESSED_MIB (cut again by the ratio of the last try, at most 4 tries).
+# compresses to within 4 % of COMPRESSED_MIB: the cut is scaled by the last try's ratio, kept between the
+# longest cut found too small and the shortest found too large (compressibility varies along a slice).
 layer() {
-    local dir=$1 file=$2 mib=$3 slot=$4 out=$5 raw=$(($3 << 21)) try size
+    local dir=$1 file=$2 mib=$3 slot=$4 out=$5 raw=$(($3 << 21)) lo=0 hi=0 try size want
+    want=$(($3 << 20))
     mkdir -p "$(dirname "$dir/$file")"
-    for try in 1 2 3 4; do
+    for try in 1 2 3 4 5 6 7 8; do
         slice "$slot" | head -c "$raw" >"$dir/$file"
         tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$dir" -cf "$out.difftar" .
         "${COMPRESS[@]}" "$out.difftar" >"$out"
         size=$(stat -c %s "$out")
-        # Within 4 %: done.
-        if [ $((size * 25)) -gt $((mib * 24 << 20)) ] && [ $((size * 25)) -lt $((mib * 26 << 20)) ]; then break; fi
-        raw=$((raw * (mib << 20) / size))
+        if [ $((size * 25)) -gt $((want * 24)) ] && [ $((size * 25)) -lt $((want * 26)) ]; then break; fi
+        if [ "$size" -lt "$want" ]; then lo=$raw; else hi=$raw; fi
+        raw=$((raw * want / size))
+        if [ "$hi" -gt 0 ] && { [ "$raw" -le "$lo" ] || [ "$raw" -ge "$hi" ]; }; then raw=$(((lo + hi) / 2)); fi
     done
     rm -rf "$dir"
 }
