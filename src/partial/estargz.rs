@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::ranges::Fetcher;
 use super::zstd_chunked::is_sha256;
-use super::{Chunk, Fallback, MAX_TOC, Toc, TocEntry, sha256};
+use super::{Chunk, Fallback, MAX_TOC, Toc, TocEntry, sha256, toc_kind};
 use crate::layers::{Compression, EntryKind};
 use crate::registry::Descriptor;
 
@@ -180,39 +180,31 @@ fn parse(member: &[u8], digest: &str, toc_offset: u64) -> Result<Toc, Fallback> 
     };
     let mut entries: Vec<TocEntry> = Vec::with_capacity(toc.entries.len());
     for entry in toc.entries {
-        let kind = match entry.kind.as_str() {
-            "reg" => EntryKind::File,
-            "dir" => EntryKind::Dir,
-            "symlink" => EntryKind::Symlink,
-            "hardlink" => EntryKind::Hardlink,
-            "char" => EntryKind::CharDevice,
-            "block" => EntryKind::BlockDevice,
-            "fifo" => EntryKind::Fifo,
-            "chunk" => {
-                let Some(file) = entries.last_mut().filter(|f| f.kind == EntryKind::File) else {
-                    return Err(unreadable("a chunk entry after another entry".into()));
-                };
-                let covered: u64 = file.chunks.iter().map(|c| c.size).sum();
-                if entry.chunk_offset != covered || covered >= file.size {
-                    return Err(unreadable(format!(
-                        "a chunk of {} at {} does not follow the one before",
-                        file.name, entry.chunk_offset
-                    )));
-                }
-                let size = match entry.chunk_size {
-                    0 => file.size - covered,
-                    size => size,
-                };
-                file.chunks.push(Chunk {
-                    compressed: member(entry.offset),
-                    skip: entry.inner_offset,
-                    size,
-                    digest: entry.chunk_digest.filter(|d| !d.is_empty()),
-                });
-                continue;
+        if entry.kind == "chunk" {
+            let Some(file) = entries.last_mut().filter(|f| f.kind == EntryKind::File) else {
+                return Err(unreadable("a chunk entry after another entry".into()));
+            };
+            let covered: u64 = file.chunks.iter().map(|c| c.size).sum();
+            if entry.chunk_offset != covered || covered >= file.size {
+                return Err(unreadable(format!(
+                    "a chunk of {} at {} does not follow the one before",
+                    file.name, entry.chunk_offset
+                )));
             }
-            other => return Err(unreadable(format!("entry type {other:?} is not known"))),
-        };
+            let size = match entry.chunk_size {
+                0 => file.size - covered,
+                size => size,
+            };
+            file.chunks.push(Chunk {
+                compressed: member(entry.offset),
+                skip: entry.inner_offset,
+                size,
+                digest: entry.chunk_digest.filter(|d| !d.is_empty()),
+            });
+            continue;
+        }
+        let kind = toc_kind(&entry.kind)
+            .ok_or_else(|| unreadable(format!("entry type {:?} is not known", entry.kind)))?;
         let chunks = if kind == EntryKind::File && entry.size > 0 {
             vec![Chunk {
                 compressed: member(entry.offset),

@@ -186,6 +186,21 @@ struct TocEntry {
     chunks: Vec<Chunk>,
 }
 
+/// The entry kind a TOC's `type` names: both formats use the CRFS names. `chunk` is no kind but a
+/// further piece of the file before it, which each format reads its own way.
+fn toc_kind(toc_type: &str) -> Option<EntryKind> {
+    Some(match toc_type {
+        "reg" => EntryKind::File,
+        "dir" => EntryKind::Dir,
+        "symlink" => EntryKind::Symlink,
+        "hardlink" => EntryKind::Hardlink,
+        "char" => EntryKind::CharDevice,
+        "block" => EntryKind::BlockDevice,
+        "fifo" => EntryKind::Fifo,
+        _ => return None,
+    })
+}
+
 /// A piece of a regular file's data: compressed bytes of the blob which, decompressed from their
 /// start, hold the piece at `skip`.
 #[derive(Debug, Clone)]

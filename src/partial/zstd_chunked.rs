@@ -14,7 +14,7 @@ use std::ops::Range;
 use serde::Deserialize;
 
 use super::ranges::Fetcher;
-use super::{Chunk, Fallback, MAX_TOC, Toc, TocEntry, ZSTD_WINDOW_LOG_MAX, sha256};
+use super::{Chunk, Fallback, MAX_TOC, Toc, TocEntry, ZSTD_WINDOW_LOG_MAX, sha256, toc_kind};
 use crate::layers::{Compression, EntryKind};
 use crate::registry::Descriptor;
 
@@ -168,16 +168,9 @@ fn parse(compressed: &[u8], uncompressed: u64) -> Result<Toc, Fallback> {
     }
     let mut entries: Vec<TocEntry> = Vec::with_capacity(toc.entries.len());
     for entry in toc.entries {
-        let kind = match entry.kind.as_str() {
-            "reg" => EntryKind::File,
-            "dir" => EntryKind::Dir,
-            "symlink" => EntryKind::Symlink,
-            "hardlink" => EntryKind::Hardlink,
-            "char" => EntryKind::CharDevice,
-            "block" => EntryKind::BlockDevice,
-            "fifo" => EntryKind::Fifo,
+        if entry.kind == "chunk" {
             // The file's range and digest, on its `reg` entry, cover its chunks.
-            "chunk" => match entries.last() {
+            match entries.last() {
                 Some(file) if file.kind == EntryKind::File && file.name == entry.name => continue,
                 _ => {
                     return Err(unreadable(format!(
@@ -185,9 +178,10 @@ fn parse(compressed: &[u8], uncompressed: u64) -> Result<Toc, Fallback> {
                         entry.name
                     )));
                 }
-            },
-            other => return Err(unreadable(format!("entry type {other:?} is not known"))),
-        };
+            }
+        }
+        let kind = toc_kind(&entry.kind)
+            .ok_or_else(|| unreadable(format!("entry type {:?} is not known", entry.kind)))?;
         let chunks = if kind == EntryKind::File && entry.size > 0 {
             vec![Chunk {
                 compressed: entry.offset..entry.end_offset,
