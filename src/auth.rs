@@ -310,8 +310,13 @@ struct TokenResponse {
 pub struct Authenticator {
     keychain: Arc<Keychain>,
     challenges: Mutex<HashMap<String, Challenge>>,
-    tokens: Mutex<HashMap<(String, String), Token>>,
+    /// By registry and scope. Requests that need a token for one scope at once wait for the one
+    /// token request that is under way, rather than each asking the realm.
+    tokens: Mutex<HashMap<(String, String), Arc<TokenSlot>>>,
 }
+
+/// One scope's token, if any; locked across the token request that renews it.
+type TokenSlot = tokio::sync::Mutex<Option<Token>>;
 
 impl Authenticator {
     pub fn new(keychain: Arc<Keychain>) -> Authenticator {
@@ -338,20 +343,21 @@ impl Authenticator {
         match challenge {
             None => Ok(None),
             Some(challenge) => {
-                self.answer(transport, registry, repository, &challenge)
+                self.answer(transport, registry, repository, &challenge, None)
                     .await
             }
         }
     }
 
-    /// Learns the challenge of a 401 answer and returns the authorization to retry with (None when there is
-    /// nothing better to offer than what was sent).
+    /// Learns the challenge of a 401 answer to a request sent with `refused` and returns the
+    /// authorization to retry with (None when there is nothing better to offer than what was sent).
     pub async fn challenged(
         &self,
         transport: &Transport,
         registry: &str,
         repository: &str,
         www_authenticate: Option<&HeaderValue>,
+        refused: Option<&HeaderValue>,
     ) -> Result<Option<HeaderValue>, AuthError> {
         let Some(challenge) = www_authenticate
             .and_then(|v| v.to_str().ok())
@@ -363,30 +369,36 @@ impl Authenticator {
             .lock()
             .unwrap()
             .insert(registry.to_string(), challenge.clone());
-        // A token that was just refused is dropped, so the answer asks the realm again.
-        self.tokens
-            .lock()
-            .unwrap()
-            .remove(&(registry.to_string(), pull_scope(repository)));
-        self.answer(transport, registry, repository, &challenge)
+        self.answer(transport, registry, repository, &challenge, refused)
             .await
     }
 
+    /// The authorization for `challenge`: the cached token of the scope unless it expired or is the
+    /// one just `refused` (then the realm is asked again, once, however many requests were refused).
     async fn answer(
         &self,
         transport: &Transport,
         registry: &str,
         repository: &str,
         challenge: &Challenge,
+        refused: Option<&HeaderValue>,
     ) -> Result<Option<HeaderValue>, AuthError> {
         let credential = self.keychain.lookup(registry, repository);
         match challenge {
             Challenge::Basic => Ok(credential.map(Credential::basic_header)),
             Challenge::Bearer { realm, service } => {
                 let scope = pull_scope(repository);
-                let key = (registry.to_string(), scope.clone());
-                if let Some(token) = self.tokens.lock().unwrap().get(&key)
+                let slot = self
+                    .tokens
+                    .lock()
+                    .unwrap()
+                    .entry((registry.to_string(), scope.clone()))
+                    .or_default()
+                    .clone();
+                let mut cached = slot.lock().await;
+                if let Some(token) = cached.as_ref()
                     && token.expires > Instant::now()
+                    && Some(&token.header) != refused
                 {
                     return Ok(Some(token.header.clone()));
                 }
@@ -400,7 +412,7 @@ impl Authenticator {
                 )
                 .await?;
                 let header = token.header.clone();
-                self.tokens.lock().unwrap().insert(key, token);
+                *cached = Some(token);
                 Ok(Some(header))
             }
         }

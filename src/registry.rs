@@ -540,6 +540,7 @@ impl RegistryClient {
                 &source.registry,
                 &source.repository,
                 response.headers().get(WWW_AUTHENTICATE),
+                authorization.as_ref(),
             )
             .await?;
         match answer {

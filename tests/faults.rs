@@ -580,7 +580,8 @@ fn a_token_refused_midway_is_renewed_once_per_request() {
         .run(out.path());
     run.assert_code(0);
     assert_published(out.path(), &reference, "renewed: true\n");
-    // The manifest with the first token; the config's 401, then the second token.
+    // The manifest with the first token; the config and the layer, asked for at once, are refused
+    // with it and share one renewal: the second token.
     assert_eq!(
         registry.tokens_issued.load(Ordering::SeqCst),
         2,
