@@ -399,28 +399,36 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
     let (client, platform, limits) = (&run.client, &run.platform, run.limits);
     let resolved = resolve_manifest(run, source, object).await?;
     let config_descriptor = &resolved.manifest.config;
-    let config = run
-        .configs
-        .get_or_fetch(&config_descriptor.digest, async {
-            let cache = run.cache.as_ref();
-            let kept = cache.and_then(|c| c.blob(&config_descriptor.digest));
-            if let Some(kept) = kept.filter(|k| k.len() as u64 == config_descriptor.size) {
-                return Ok(kept);
-            }
-            let config = client.small_blob(source, config_descriptor).await?;
-            if let Some(cache) = cache {
-                cache.put_blob(&config_descriptor.digest, &config);
-            }
-            Ok::<_, RegistryError>(config)
-        })
-        .await?;
-    check_config(
-        &resolved.manifest.config,
-        &config,
-        platform,
-        resolved.index_digest.is_some(),
-        &source.to_string(),
-    )?;
+    if config_descriptor.media_type != OCI_CONFIG && config_descriptor.media_type != DOCKER_CONFIG {
+        return Err(ImageError::NotAnImage(config_descriptor.media_type.clone()));
+    }
+    // The config is fetched alongside the layers: it is one small request that the layers do not
+    // depend on, and waiting for it first would cost every image a round trip.
+    let config_job = async {
+        let config = run
+            .configs
+            .get_or_fetch(&config_descriptor.digest, async {
+                let cache = run.cache.as_ref();
+                let kept = cache.and_then(|c| c.blob(&config_descriptor.digest));
+                if let Some(kept) = kept.filter(|k| k.len() as u64 == config_descriptor.size) {
+                    return Ok(kept);
+                }
+                let config = client.small_blob(source, config_descriptor).await?;
+                if let Some(cache) = cache {
+                    cache.put_blob(&config_descriptor.digest, &config);
+                }
+                Ok::<_, RegistryError>(config)
+            })
+            .await?;
+        check_config(
+            config_descriptor,
+            &config,
+            platform,
+            resolved.index_digest.is_some(),
+            &source.to_string(),
+        )?;
+        Ok::<_, ImageError>(config)
+    };
     let layer_jobs = resolved.manifest.layers.iter().map(|layer| async move {
         let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
             ImageError::NotALayer {
@@ -435,7 +443,9 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
             .get_or_fetch(&key, pull_layer(run, source, layer, compression))
             .await
     });
-    let contributions = futures_util::future::try_join_all(layer_jobs).await?;
+    let (config, contributions) =
+        futures_util::future::try_join(config_job, futures_util::future::try_join_all(layer_jobs))
+            .await?;
     let mut subtree = Subtree::new();
     let mut bytes = config.len() as u64;
     for (layer, contribution) in resolved.manifest.layers.iter().zip(&contributions) {
@@ -555,9 +565,6 @@ fn check_config(
     from_index: bool,
     reference: &str,
 ) -> Result<(), ImageError> {
-    if descriptor.media_type != OCI_CONFIG && descriptor.media_type != DOCKER_CONFIG {
-        return Err(ImageError::NotAnImage(descriptor.media_type.clone()));
-    }
     let parsed: crate::registry::ImageConfig =
         serde_json::from_slice(config).map_err(|e| ImageError::BadConfig {
             digest: descriptor.digest.clone(),
@@ -583,15 +590,20 @@ async fn pull_layer(
         tracing::debug!(layer = %layer.digest, "layer taken from the cache");
         return Ok(kept);
     }
-    let _slot = run.queue.acquire(layer.size).await;
     // Through the layer's TOC when it has one and all checks out; else (the reason logged) whole.
+    // A partial pull is a few small requests, so it does not wait in the queue, which orders whole
+    // layers by their size: there a 40 MiB layer read through its TOC would go before, and hold up,
+    // the small layers that hold the manifests.
     let contribution = match run
         .partial
         .contribution(client, source, layer, &limits)
         .await
     {
         Some(contribution) => contribution,
-        None => pull_whole_layer(client, source, layer, compression, limits).await?,
+        None => {
+            let _slot = run.queue.acquire(layer.size).await;
+            pull_whole_layer(client, source, layer, compression, limits).await?
+        }
     };
     if let Some(cache) = cache {
         cache.put_layer(&layer.digest, compression, &limits, &contribution);

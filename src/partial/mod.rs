@@ -41,9 +41,14 @@ const MIN_PARTIAL: u64 = 32 << 10;
 /// inflate cap, against a TOC that would have us inflate a bomb to skip to its data.
 const MAX_INFLATE_RATIO: u64 = 100;
 
+/// Partial pulls in flight at once. They wait on the network, not the CPU, so more of them than
+/// whole layers (twice the cores) run together; the bound keeps the TOCs held at once few.
+const WIDTH: usize = 16;
+
 /// Partial pulls for one run: whether they are on, and what they cost.
 pub struct Partial {
     enabled: bool,
+    in_flight: tokio::sync::Semaphore,
     stats: Stats,
 }
 
@@ -87,6 +92,7 @@ impl Partial {
     pub fn new(enabled: bool) -> Partial {
         Partial {
             enabled,
+            in_flight: tokio::sync::Semaphore::new(WIDTH),
             stats: Stats::default(),
         }
     }
@@ -105,6 +111,7 @@ impl Partial {
             .fetch_add(layer.size, Ordering::Relaxed);
         let mut fetcher = Fetcher::new(client, source, layer);
         let outcome = if self.enabled {
+            let _permit = self.in_flight.acquire().await.expect("never closed");
             pull(&mut fetcher, layer, limits).await
         } else {
             Err(Fallback::plain("--no-partial"))
