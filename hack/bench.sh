@@ -11,10 +11,16 @@
 # with wall and CPU time and peak RSS (/usr/bin/time), bytes fetched and requests made (the registry's
 # access log), and the registry's own CPU time during the run (/proc/<pid>/stat; it shares the cores).
 # Then the peak RSS of a cold run on one image with a BIG_MIB layer.
+# COMPRESSION=zstd:chunked builds the set as zstd, has skopeo rewrite each image as zstd:chunked (the
+# images it manages to write; the count is printed) and adds the cold runs with --no-partial: partial
+# pulls against whole layers, on the same images, in the same run.
+# LINK=<rate> (tc's units: 1gbit, 250mbit) limits what the registry sends to that rate (tc htb on lo,
+# matched by the registry's port; removed on exit): on loopback a download costs only the registry's
+# and our CPU, where a cluster pulls from a mirror across a network.
 # OTHER_BIN=path adds the cold runs of another build (say, main's) to the table, measured alongside.
 # KEEP_LAB=1 keeps the lab (images, registry storage); REUSE_LAB=<that dir> measures again on it without
 # building anything (the same IMAGES, COMPRESSION and BIG_MIB).
-#   IMAGES=11 RUNS=3 COMPRESSION=gzip|zstd BIG_MIB=1024 [OTHER_BIN=…] bash hack/bench.sh
+#   IMAGES=11 RUNS=3 COMPRESSION=gzip|zstd|zstd:chunked BIG_MIB=1024 [LINK=1gbit] [OTHER_BIN=…] bash hack/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -26,9 +32,10 @@ BIG_MIB=${BIG_MIB:-1024}
 BASE_MIB=(30 45 60)
 case "$COMPRESSION" in
     gzip) EXT=tar.gz && COMPRESS=(pigz -n -6 -c) && DECOMPRESS=(gzip -dc) ;;
-    zstd) EXT=tar.zst && COMPRESS=(zstd -q -3 -c) && DECOMPRESS=(zstd -q -dc) ;;
-    *) echo "COMPRESSION is gzip or zstd" >&2 && exit 2 ;;
+    zstd | zstd:chunked) EXT=tar.zst && COMPRESS=(zstd -q -3 -c) && DECOMPRESS=(zstd -q -dc) ;;
+    *) echo "COMPRESSION is gzip, zstd or zstd:chunked" >&2 && exit 2 ;;
 esac
+CHUNKED=$([ "$COMPRESSION" = zstd:chunked ] && echo 1 || true)
 
 if [ -z "${REUSE_LAB:-}" ]; then
     open_lab bench bench bench-password
@@ -47,6 +54,7 @@ else
     printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf bench:bench-password | base64)" >"$LAB/auth.json"
 fi
 TICK=$(getconf CLK_TCK)
+if [ -n "${LINK:-}" ]; then shape_link "$LINK" "${REGISTRY#*:}"; fi
 
 # Binary-like, compressible content: this machine's libraries and executables, in 16 disjoint slices.
 slice() { # SLOT
@@ -83,10 +91,23 @@ manifests_layer() { # I OUT
     layer_from_dir "$LAB/m$1" "$2"
     rm -rf "$LAB/m$1"
 }
-push() { # LAYOUT NAME
+push() { # LAYOUT NAME: pushes the image (as zstd:chunked when CHUNKED), prints the pushed digest
+    local layout=$1
+    if [ -n "$CHUNKED" ]; then
+        # Converted in a fresh layout, then pushed as is: copied straight to the registry, skopeo would
+        # reuse blobs already there. skopeo 1.9's writer fails ("short write") on some layers.
+        layout=$1.chunked
+        if ! skopeo copy --quiet --dest-compress-format zstd:chunked "oci:$1:v1" "oci:$layout:v1" \
+            2>"$LAB/$2.err"; then
+            echo "   skopeo could not write $2 as zstd:chunked: $(tail -1 "$LAB/$2.err")" >&2
+            rm -rf "$1" "$layout"
+            return 1
+        fi
+    fi
     skopeo copy --quiet --dest-creds bench:bench-password --dest-cert-dir "$LAB/certs" --preserve-digests \
-        "oci:$1:v1" "docker://$REGISTRY/bench/$2:v1"
-    rm -rf "$1"
+        --digestfile "$LAB/$2.digest" "oci:$layout:v1" "docker://$REGISTRY/bench/$2:v1"
+    rm -rf "$1" "$layout"
+    cat "$LAB/$2.digest"
 }
 build() {
     echo "== building $IMAGES images ($COMPRESSION): 3 shared base layers of ${BASE_MIB[*]} MiB, one unique layer of 20–40 MiB each"
@@ -95,14 +116,16 @@ build() {
     done
     IMAGES_JSON="{"
     sep=""
+    : >"$LAB/pushed"
     for i in $(seq 1 "$IMAGES"); do
         layer "$LAB/u$i" "opt/provider$i/manager" $((20 + (i - 1) * 2 % 21)) $((i + 3)) "$LAB/u$i.$EXT"
         manifests_layer "$i" "$LAB/m$i.$EXT"
-        digest=$(oci_image "$LAB/oci$i" v1 amd64 "$LAB/base1.$EXT" "$LAB/base2.$EXT" "$LAB/base3.$EXT" \
-            "$LAB/u$i.$EXT" "$LAB/m$i.$EXT")
-        push "$LAB/oci$i" "provider$i"
+        oci_image "$LAB/oci$i" v1 amd64 "$LAB/base1.$EXT" "$LAB/base2.$EXT" "$LAB/base3.$EXT" \
+            "$LAB/u$i.$EXT" "$LAB/m$i.$EXT" >/dev/null
+        digest=$(push "$LAB/oci$i" "provider$i") || continue
         IMAGES_JSON="$IMAGES_JSON$sep\"provider$i\":\"$REGISTRY/bench/provider$i@$digest\""
         sep=,
+        echo "provider$i" >>"$LAB/pushed"
     done
     echo "$IMAGES_JSON}" >"$LAB/images.json"
     printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY" "$(printf bench:bench-password | base64)" >"$LAB/auth.json"
@@ -122,6 +145,8 @@ build() {
 }
 if [ -z "${REUSE_LAB:-}" ]; then build; fi
 cat "$LAB/sizes"
+PUSHED="$(wc -l <"$LAB/pushed") of $IMAGES images pushed${CHUNKED:+ as zstd:chunked}"
+echo "== $PUSHED"
 
 registry_ticks() { awk '{print $14 + $15}' "/proc/$REGISTRY_PID/stat"; }
 log_lines() { wc -l <"$LAB/registry.log"; }
@@ -155,6 +180,11 @@ other_cold() {
     rm -rf "$LAB/out"
     measure other "$LAB/other.log" "$OTHER_BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${OURS[@]}"
 }
+ours_whole() {
+    rm -rf "$LAB/out"
+    measure whole "$LAB/whole.log" "$BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${OURS[@]}" \
+        --no-partial
+}
 ours_warm() {
     measure warm "$LAB/warm.log" "$BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${OURS[@]}"
     grep -q '"warm run' "$LAB/warm.log" || echo "WARNING: the warm run was not warm; see $LAB/warm.log" >&2
@@ -163,9 +193,9 @@ peer() {
     rm -rf "$LAB/peer" && mkdir -p "$LAB/peer"
     measure peer "$LAB/peer.log" bash -c '
         set -e
-        for i in $(seq 1 '"$IMAGES"'); do
+        for name in $(cat '"$LAB/pushed"'); do
             skopeo copy --quiet --src-creds bench:bench-password --src-cert-dir '"$LAB/certs"' \
-                "docker://'"$REGISTRY"'/bench/provider$i:v1" "oci:'"$LAB"'/peer/oci:provider$i"
+                "docker://'"$REGISTRY"'/bench/$name:v1" "oci:'"$LAB"'/peer/oci:$name"
         done
         mkdir -p '"$LAB"'/peer/tree
         for blob in '"$LAB"'/peer/oci/blobs/sha256/*; do
@@ -182,11 +212,12 @@ floor() {
         wait'
 }
 
-for name in cold warm peer floor other; do : >"$LAB/$name.txt"; done
+for name in cold whole warm peer floor other; do : >"$LAB/$name.txt"; done
 for run in $(seq 1 "$RUNS"); do
     echo "== run $run of $RUNS"
     if [ -n "${OTHER_BIN:-}" ]; then other_cold; fi
     ours_cold
+    if [ -n "$CHUNKED" ]; then ours_whole; fi
     ours_warm
     peer
     floor
@@ -202,16 +233,26 @@ row() { # LABEL NAME
 }
 printf '\n%-38s %8s %8s %9s %11s %9s %12s\n' "median of $RUNS runs" "wall s" "CPU s" "RSS MiB" "fetched MiB" \
     "requests" "registry CPU"
+printf '%s%s\n' "${LINK:+registry replies limited to $LINK; }" "$PUSHED"
 row "provider-images extract, cold" cold
+if [ -n "$CHUNKED" ]; then row "provider-images extract --no-partial" whole; fi
 row "provider-images extract, warm" warm
 if [ -n "${OTHER_BIN:-}" ]; then row "OTHER_BIN extract, cold" other; fi
-row "peer: skopeo copy ×$IMAGES + tar" peer
+row "peer: skopeo copy of each + tar" peer
 row "floor: ${DECOMPRESS[0]} -dc over 2 processes" floor
 cold=$(median "$LAB/cold.txt" 1)
 awk -v c="$cold" -v w="$(median "$LAB/warm.txt" 1)" -v p="$(median "$LAB/peer.txt" 1)" \
     -v f="$(median "$LAB/floor.txt" 1)" -v r="$(median "$LAB/warm.txt" 5)" 'BEGIN {
     printf "cold: %.2f× faster than the peer (target ≥ 3×), %.2f× the floor (target ≤ 1.3×)\n", p / c, c / f
     printf "warm: %d ms (target ≤ 50 ms), %d requests (target 0)\n", w * 1000, r }'
+if [ -n "$CHUNKED" ]; then
+    # Every unique layer is fetched whole once by --no-partial: its fetched bytes are the layers' bytes.
+    awk -v c="$cold" -v w="$(median "$LAB/whole.txt" 1)" -v f="$(median "$LAB/cold.txt" 4)" \
+        -v l="$(median "$LAB/whole.txt" 4)" -v rc="$(median "$LAB/cold.txt" 6)" -v n="$(median "$LAB/cold.txt" 5)" \
+        -v cores="$(nproc)" 'BEGIN {
+        printf "partial pulls: %.3f%% of the layer bytes fetched (target ≤ 1%%), %.2f× faster than --no-partial (target ≥ 20×)\n", 100 * f / l, w / c
+        printf "the registry spent %.1f ms of CPU per request on this run'"'"'s %d requests, on the same %d cores: cold can be no faster than %.3f s here\n", 1000 * rc / n, n, cores, rc / cores }'
+fi
 
 if [ "$BIG_MIB" -gt 0 ]; then
     echo "== one image with a ${BIG_MIB} MiB layer (tar size)"
@@ -224,9 +265,9 @@ if [ "$BIG_MIB" -gt 0 ] && [ ! -f "$LAB/big.json" ]; then
     rm -rf "$LAB/big"
     "${COMPRESS[@]}" "$LAB/big.$EXT.difftar" >"$LAB/big.$EXT"
     manifests_layer big "$LAB/mbig.$EXT"
-    digest=$(oci_image "$LAB/ocibig" v1 amd64 "$LAB/big.$EXT" "$LAB/mbig.$EXT")
+    oci_image "$LAB/ocibig" v1 amd64 "$LAB/big.$EXT" "$LAB/mbig.$EXT" >/dev/null
     rm -f "$LAB"/*.difftar
-    push "$LAB/ocibig" big
+    digest=$(push "$LAB/ocibig" big)
     echo "{\"big\":\"$REGISTRY/bench/big@$digest\"}" >"$LAB/big.json"
 fi
 if [ "$BIG_MIB" -gt 0 ]; then

@@ -3,7 +3,7 @@
 
 # Debian packages the demo, the tests and the benchmarks use (curl and python3 are not on a fresh
 # Debian: start_registry and free_port need them).
-LAB_PACKAGES=(docker-registry skopeo openssl apache2-utils zstd pigz time curl python3)
+LAB_PACKAGES=(docker-registry skopeo openssl apache2-utils zstd pigz time curl python3 bc iproute2)
 
 ensure_packages() {
     local missing=()
@@ -141,7 +141,18 @@ open_lab() {
     mkdir -p "$LAB/certs" && cp "$LAB/ca.crt" "$LAB/certs/"
 }
 
+# shape_link RATE PORT: what leaves port PORT on lo (the registry's replies) is sent at RATE at most
+# (tc htb; everything else on lo goes through an unlimited class), until close_lab. Needs root.
+shape_link() {
+    tc qdisc add dev lo root handle 1: htb default 1
+    tc class add dev lo parent 1: classid 1:1 htb rate 1000gbit quantum 65536
+    tc class add dev lo parent 1: classid 1:2 htb rate "$1" burst 256k quantum 65536
+    tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport "$2" 0xffff flowid 1:2
+    SHAPED=1
+}
+
 close_lab() {
+    [ -n "${SHAPED:-}" ] && tc qdisc del dev lo root 2>/dev/null || true
     [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
     [ -n "${KEEP_LAB:-}" ] || rm -rf "$LAB"
 }
