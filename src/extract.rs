@@ -278,7 +278,7 @@ struct Run {
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
     cache: Option<Cache>,
-    /// Every layer to download and unpack, across images.
+    /// Every layer pulled whole, across images (a partial pull does not wait here).
     queue: queue::WorkQueue,
     layers: ByDigest<Contribution>,
     configs: ByDigest<bytes::Bytes>,

@@ -1,5 +1,6 @@
-//! The one work queue every layer of every image goes through: at most `width` layers are downloaded,
-//! verified, decompressed and walked at once, the largest waiting layer first.
+//! The one work queue every layer pulled whole goes through, across images: at most `width` layers are
+//! downloaded, verified, decompressed and walked at once, the largest waiting layer first. (A partial
+//! pull, a few small requests, does not wait here.)
 //!
 //! A layer's decompression is a single thread's work that cannot be split, so the largest layers bound
 //! the run: starting them first (longest processing time first) keeps every core busy until the end,
