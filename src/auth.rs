@@ -450,7 +450,8 @@ async fn fetch_token(
         .and_then(|c| c.identity_token.as_deref())
         .map(|refresh_token| refresh_token_form(refresh_token, service, scope));
     // Credentials go to a realm only over https, or back to the registry's own host.
-    let same_host = uri.authority().map(|a| a.as_str()) == Some(registry);
+    let realm_host = uri.authority().map_or_else(String::new, |a| a.to_string());
+    let same_host = realm_host == registry;
     let authorization = match credential {
         Some(credential) if uri.scheme_str() == Some("https") || same_host => {
             Some(credential.basic_header())
@@ -485,12 +486,22 @@ async fn fetch_token(
             status,
         });
     }
-    let body = crate::transport::read_body_capped(response.into_body(), MAX_TOKEN_RESPONSE)
-        .await
-        .map_err(|cause| AuthError::TokenRequest {
-            realm: realm_url.clone(),
-            cause,
-        })?;
+    // A token answer is small: all of it is due within the response timeout, so a realm that stalls
+    // midway is tried again (a timeout is transient) rather than holding every request of the scope.
+    let after = transport.response_timeout();
+    let body = tokio::time::timeout(
+        after,
+        crate::transport::read_body_capped(response.into_body(), MAX_TOKEN_RESPONSE),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout {
+        host: realm_host,
+        after,
+    })?
+    .map_err(|cause| AuthError::TokenRequest {
+        realm: realm_url.clone(),
+        cause,
+    })?;
     let parsed: TokenResponse =
         serde_json::from_slice(&body).map_err(|e| AuthError::TokenRequest {
             realm: realm_url.clone(),

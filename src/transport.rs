@@ -145,6 +145,11 @@ impl Transport {
         })
     }
 
+    /// How long a response may take to arrive.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// Whether `authority` (`host[:port]`) is insecure: named with its port, or by its host alone, or under
     /// a `*.domain` entry (which, like the node's scopes, covers subdomains on any port).
     pub fn is_insecure(&self, authority: &str) -> bool {

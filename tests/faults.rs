@@ -498,6 +498,9 @@ struct RevokingRegistry {
     server: HttpsServer,
     tokens_issued: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<(String, u16)>>>,
+    /// The host its challenges name for the token realm (`/token`): its own, unless a test puts a
+    /// proxy there.
+    realm_host: Arc<Mutex<String>>,
 }
 
 impl RevokingRegistry {
@@ -509,10 +512,10 @@ impl RevokingRegistry {
         let tokens_issued = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let valid = Arc::new(Mutex::new(None::<String>));
-        let addr = Arc::new(Mutex::new(String::new()));
+        let realm_host = Arc::new(Mutex::new(String::new()));
         let server = {
-            let (tokens_issued, requests, addr) =
-                (tokens_issued.clone(), requests.clone(), addr.clone());
+            let (tokens_issued, requests, realm_host) =
+                (tokens_issued.clone(), requests.clone(), realm_host.clone());
             HttpsServer::start(pki, move |request| {
                 let path = request.path_and_query.split('?').next().unwrap().to_owned();
                 if path == "/token" {
@@ -535,7 +538,7 @@ impl RevokingRegistry {
                         "www-authenticate",
                         &format!(
                             "Bearer realm=\"https://{}/token\",service=\"fake\"",
-                            addr.lock().unwrap()
+                            realm_host.lock().unwrap()
                         ),
                     )
                 } else if path.ends_with("/manifests/v1") {
@@ -556,11 +559,12 @@ impl RevokingRegistry {
                 response
             })
         };
-        *addr.lock().unwrap() = server.addr().to_string();
+        *realm_host.lock().unwrap() = server.addr().to_string();
         RevokingRegistry {
             server,
             tokens_issued,
             requests,
+            realm_host,
         }
     }
 }
@@ -602,6 +606,38 @@ fn a_token_refused_midway_is_renewed_once_per_request() {
     assert!(run.stderr.contains("401"), "{}", run.stderr);
     assert_eq!(refusing.tokens_issued.load(Ordering::SeqCst), 1);
     assert_eq!(refusing.requests.lock().unwrap().len(), 2, "no loop");
+}
+
+#[test]
+fn a_token_answer_that_stalls_midway_is_asked_for_again() {
+    let pki = Pki::new();
+    let layers = vec![provider("stalled: once\n")];
+    let built = Image::new(layers.clone()).build();
+    let registry = RevokingRegistry::start(&pki, &built, &layers, true);
+    let proxy = FaultProxy::start(&pki, &format!("https://{}", registry.server.addr()));
+    *registry.realm_host.lock().unwrap() = proxy.host();
+    proxy.inject("/token", HttpFault::Stall(Duration::from_secs(60)), 1);
+    let reference = format!("{}/p/tok:v1", proxy.host());
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let run = Extract::new()
+        .arg("--ca-file")
+        .arg(pki.ca_pem())
+        .env(RETRY_ENV, format!("{FAST_RETRIES},headers=1s"))
+        .image("tok", &reference)
+        .run(out.path());
+    run.assert_code(0);
+    assert_published(out.path(), &reference, "stalled: once\n");
+    // Half a token, then nothing: the whole answer is due within the response timeout (1 s here),
+    // and a timeout is tried again; the stall itself would last 60 s (and is counted once over).
+    let token_requests = proxy.stats().to("/token").len();
+    assert!(token_requests >= 2, "{token_requests}\n{}", run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}\n{}",
+        started.elapsed(),
+        run.stderr
+    );
 }
 
 #[test]
