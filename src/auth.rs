@@ -313,6 +313,20 @@ pub struct Authenticator {
     /// By registry and scope. Requests that need a token for one scope at once wait for the one
     /// token request that is under way, rather than each asking the realm.
     tokens: Mutex<HashMap<(String, String), Arc<TokenSlot>>>,
+    /// By registry: whether it has answered yet. Until it has, its requests go one at a time, so
+    /// that one 401 teaches its challenge, rather than one for every request sent at once.
+    answered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+}
+
+/// Held by the one request sent to a registry that has not answered yet; see
+/// [`Authenticator::first_contact`].
+pub struct FirstContact(tokio::sync::OwnedMutexGuard<bool>);
+
+impl FirstContact {
+    /// The registry answered (whatever it said): later requests need not wait.
+    pub fn answered(mut self) {
+        *self.0 = true;
+    }
 }
 
 /// One scope's token, if any; locked across the token request that renews it.
@@ -324,7 +338,23 @@ impl Authenticator {
             keychain,
             challenges: Mutex::default(),
             tokens: Mutex::default(),
+            answered: Mutex::default(),
         }
+    }
+
+    /// Waits while another request is the first to `registry`; then, if the registry has still not
+    /// answered, this request is the first, and holds it until [`FirstContact::answered`] (or drop,
+    /// when it got no answer: the next request is first then).
+    pub async fn first_contact(&self, registry: &str) -> Option<FirstContact> {
+        let gate = self
+            .answered
+            .lock()
+            .unwrap()
+            .entry(registry.to_string())
+            .or_default()
+            .clone();
+        let answered = gate.lock_owned().await;
+        (!*answered).then_some(FirstContact(answered))
     }
 
     pub fn has_credentials(&self, registry: &str, repository: &str) -> bool {

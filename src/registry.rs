@@ -522,6 +522,7 @@ impl RegistryClient {
         headers: &HeaderMap,
         challenged: &mut bool,
     ) -> Result<Response<Incoming>, RegistryError> {
+        let first_contact = self.auth.first_contact(&source.registry).await;
         let authorization = self
             .auth
             .authorization(&self.transport, &source.registry, &source.repository)
@@ -530,6 +531,9 @@ impl RegistryClient {
             .send(source, path, headers, authorization.as_ref())
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED || *challenged {
+            if let Some(first) = first_contact {
+                first.answered();
+            }
             return Ok(response);
         }
         *challenged = true;
@@ -543,6 +547,9 @@ impl RegistryClient {
                 authorization.as_ref(),
             )
             .await?;
+        if let Some(first) = first_contact {
+            first.answered();
+        }
         match answer {
             Some(answer) if Some(&answer) != authorization.as_ref() => {
                 self.send(source, path, headers, Some(&answer)).await
