@@ -332,6 +332,14 @@ impl FirstContact {
 /// One scope's token, if any; locked across the token request that renews it.
 type TokenSlot = tokio::sync::Mutex<Option<Token>>;
 
+/// The value kept for `key` (a default one, if none yet): shared, for callers to wait on together.
+fn shared_entry<K: Eq + std::hash::Hash, V: Default>(
+    map: &Mutex<HashMap<K, Arc<V>>>,
+    key: K,
+) -> Arc<V> {
+    map.lock().unwrap().entry(key).or_default().clone()
+}
+
 impl Authenticator {
     pub fn new(keychain: Arc<Keychain>) -> Authenticator {
         Authenticator {
@@ -346,14 +354,9 @@ impl Authenticator {
     /// answered, this request is the first, and holds it until [`FirstContact::answered`] (or drop,
     /// when it got no answer: the next request is first then).
     pub async fn first_contact(&self, registry: &str) -> Option<FirstContact> {
-        let gate = self
-            .answered
-            .lock()
-            .unwrap()
-            .entry(registry.to_string())
-            .or_default()
-            .clone();
-        let answered = gate.lock_owned().await;
+        let answered = shared_entry(&self.answered, registry.to_string())
+            .lock_owned()
+            .await;
         (!*answered).then_some(FirstContact(answered))
     }
 
@@ -418,13 +421,7 @@ impl Authenticator {
             Challenge::Basic => Ok(credential.map(Credential::basic_header)),
             Challenge::Bearer { realm, service } => {
                 let scope = pull_scope(repository);
-                let slot = self
-                    .tokens
-                    .lock()
-                    .unwrap()
-                    .entry((registry.to_string(), scope.clone()))
-                    .or_default()
-                    .clone();
+                let slot = shared_entry(&self.tokens, (registry.to_string(), scope.clone()));
                 let mut cached = slot.lock().await;
                 if let Some(token) = cached.as_ref()
                     && token.expires > Instant::now()
