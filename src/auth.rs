@@ -313,21 +313,23 @@ pub struct Authenticator {
     /// By registry and scope. Requests that need a token for one scope at once wait for the one
     /// token request that is under way, rather than each asking the realm.
     tokens: Mutex<HashMap<(String, String), Arc<TokenSlot>>>,
-    /// By registry: whether it has answered yet. Until it has, its requests go one at a time, so
-    /// that one 401 teaches its challenge, rather than one for every request sent at once.
-    answered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    /// By registry: whether its first request was tried (see `first_contact`).
+    first_contacts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
-/// Held by the one request sent to a registry that has not answered yet; see
-/// [`Authenticator::first_contact`].
+/// Held by the first request sent to a registry; see [`Authenticator::first_contact`]. Dropped,
+/// it lets the others go, whatever the registry answered, if anything: they wait for one try.
 pub struct FirstContact(tokio::sync::OwnedMutexGuard<bool>);
 
-impl FirstContact {
-    /// The registry answered (whatever it said): later requests need not wait.
-    pub fn answered(mut self) {
+impl Drop for FirstContact {
+    fn drop(&mut self) {
         *self.0 = true;
     }
 }
+
+/// How long a request waits for the first one to a registry before it goes on alone: a registry
+/// that answers at all answers a 401 sooner, and one that does not is not waited for in turn.
+const FIRST_CONTACT_WAIT: Duration = Duration::from_secs(1);
 
 /// One scope's token, if any; locked across the token request that renews it.
 type TokenSlot = tokio::sync::Mutex<Option<Token>>;
@@ -346,18 +348,17 @@ impl Authenticator {
             keychain,
             challenges: Mutex::default(),
             tokens: Mutex::default(),
-            answered: Mutex::default(),
+            first_contacts: Mutex::default(),
         }
     }
 
-    /// Waits while another request is the first to `registry`; then, if the registry has still not
-    /// answered, this request is the first, and holds it until [`FirstContact::answered`] (or drop,
-    /// when it got no answer: the next request is first then).
+    /// The first request to `registry` in this run gets a [`FirstContact`] to hold until it has its
+    /// answer, and the requests sent meanwhile wait for that (up to [`FIRST_CONTACT_WAIT`]): so
+    /// the registry's challenge is learned from one 401, not from one per request sent at once.
     pub async fn first_contact(&self, registry: &str) -> Option<FirstContact> {
-        let answered = shared_entry(&self.answered, registry.to_string())
-            .lock_owned()
-            .await;
-        (!*answered).then_some(FirstContact(answered))
+        let gate = shared_entry(&self.first_contacts, registry.to_string()).lock_owned();
+        let tried = tokio::time::timeout(FIRST_CONTACT_WAIT, gate).await.ok()?;
+        (!*tried).then_some(FirstContact(tried))
     }
 
     pub fn has_credentials(&self, registry: &str, repository: &str) -> bool {
@@ -590,6 +591,33 @@ mod tests {
 
     fn keychain(json: &str) -> Keychain {
         Keychain::parse(json.as_bytes(), "test").unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_the_first_one_to_a_registry_once_and_briefly() {
+        let auth = Arc::new(Authenticator::new(Arc::new(keychain(r#"{"auths":{}}"#))));
+        let first = auth.first_contact("r").await.expect("the first request");
+        assert!(auth.first_contact("other").await.is_some(), "per registry");
+        // Sent meanwhile: waits for the first, and goes on when it is done.
+        let waiter = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.first_contact("r").await.is_none() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        assert!(waiter.await.unwrap(), "not a first request");
+        assert!(auth.first_contact("r").await.is_none());
+        // A first request that takes long is waited for FIRST_CONTACT_WAIT at most.
+        let slow = auth.first_contact("slow").await.expect("the first request");
+        let started = Instant::now();
+        assert!(auth.first_contact("slow").await.is_none());
+        let waited = started.elapsed();
+        assert!(
+            waited >= FIRST_CONTACT_WAIT && waited < FIRST_CONTACT_WAIT * 3,
+            "{waited:?}"
+        );
+        drop(slow);
     }
 
     #[test]

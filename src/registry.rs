@@ -531,9 +531,6 @@ impl RegistryClient {
             .send(source, path, headers, authorization.as_ref())
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED || *challenged {
-            if let Some(first) = first_contact {
-                first.answered();
-            }
             return Ok(response);
         }
         *challenged = true;
@@ -547,9 +544,8 @@ impl RegistryClient {
                 authorization.as_ref(),
             )
             .await?;
-        if let Some(first) = first_contact {
-            first.answered();
-        }
+        // The challenge is known: the requests waiting for it go on.
+        drop(first_contact);
         match answer {
             Some(answer) if Some(&answer) != authorization.as_ref() => {
                 self.send(source, path, headers, Some(&answer)).await
