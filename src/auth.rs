@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::transport::{SafeUrl, Transport, TransportError};
+use crate::transport::{Insecure, SafeUrl, Transport, TransportError};
 
 /// Token responses are small; a larger body is a broken or hostile realm.
 const MAX_TOKEN_RESPONSE: usize = 1 << 20;
@@ -307,15 +307,22 @@ struct TokenResponse {
 
 /// Authorization for registry requests: learns each registry's challenge on its first 401 and then
 /// authorizes later requests up front.
+///
+/// Everything learned is kept per [`Endpoint`], the registry *and* whether it was reached insecurely:
+/// a challenge that came over unverified TLS may name any realm, and must never send a secure
+/// source's credentials there.
 pub struct Authenticator {
     keychain: Arc<Keychain>,
-    challenges: Mutex<HashMap<String, Challenge>>,
-    /// By registry and scope. Requests that need a token for one scope at once wait for the one
+    challenges: Mutex<HashMap<Endpoint, Challenge>>,
+    /// By endpoint and scope. Requests that need a token for one scope at once wait for the one
     /// token request that is under way, rather than each asking the realm.
-    tokens: Mutex<HashMap<(String, String), Arc<TokenSlot>>>,
-    /// By registry: whether its first request was tried (see `first_contact`).
-    first_contacts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    tokens: Mutex<HashMap<(Endpoint, String), Arc<TokenSlot>>>,
+    /// By endpoint: whether its first request was tried (see `first_contact`).
+    first_contacts: Mutex<HashMap<Endpoint, Arc<tokio::sync::Mutex<bool>>>>,
 }
+
+/// A registry (`host[:port]`) and whether its pull source is insecure.
+type Endpoint = (String, bool);
 
 /// Held by the first request sent to a registry; see [`Authenticator::first_contact`]. Dropped,
 /// it lets the others go, whatever the registry answered, if anything: they wait for one try.
@@ -355,8 +362,9 @@ impl Authenticator {
     /// The first request to `registry` in this run gets a [`FirstContact`] to hold until it has its
     /// answer, and the requests sent meanwhile wait for that (up to [`FIRST_CONTACT_WAIT`]): so
     /// the registry's challenge is learned from one 401, not from one per request sent at once.
-    pub async fn first_contact(&self, registry: &str) -> Option<FirstContact> {
-        let gate = shared_entry(&self.first_contacts, registry.to_string()).lock_owned();
+    pub async fn first_contact(&self, registry: &str, insecure: bool) -> Option<FirstContact> {
+        let gate =
+            shared_entry(&self.first_contacts, (registry.to_string(), insecure)).lock_owned();
         let tried = tokio::time::timeout(FIRST_CONTACT_WAIT, gate).await.ok()?;
         (!*tried).then_some(FirstContact(tried))
     }
@@ -371,13 +379,15 @@ impl Authenticator {
         &self,
         transport: &Transport,
         registry: &str,
+        insecure: bool,
         repository: &str,
     ) -> Result<Option<HeaderValue>, AuthError> {
-        let challenge = self.challenges.lock().unwrap().get(registry).cloned();
+        let endpoint = (registry.to_string(), insecure);
+        let challenge = self.challenges.lock().unwrap().get(&endpoint).cloned();
         match challenge {
             None => Ok(None),
             Some(challenge) => {
-                self.answer(transport, registry, repository, &challenge, None)
+                self.answer(transport, endpoint, repository, &challenge, None)
                     .await
             }
         }
@@ -389,6 +399,7 @@ impl Authenticator {
         &self,
         transport: &Transport,
         registry: &str,
+        insecure: bool,
         repository: &str,
         www_authenticate: Option<&HeaderValue>,
         refused: Option<&HeaderValue>,
@@ -399,11 +410,12 @@ impl Authenticator {
         else {
             return Ok(None);
         };
+        let endpoint = (registry.to_string(), insecure);
         self.challenges
             .lock()
             .unwrap()
-            .insert(registry.to_string(), challenge.clone());
-        self.answer(transport, registry, repository, &challenge, refused)
+            .insert(endpoint.clone(), challenge.clone());
+        self.answer(transport, endpoint, repository, &challenge, refused)
             .await
     }
 
@@ -412,17 +424,19 @@ impl Authenticator {
     async fn answer(
         &self,
         transport: &Transport,
-        registry: &str,
+        endpoint: Endpoint,
         repository: &str,
         challenge: &Challenge,
         refused: Option<&HeaderValue>,
     ) -> Result<Option<HeaderValue>, AuthError> {
+        let registry = endpoint.0.as_str();
+        let insecure = Insecure::registry(registry, endpoint.1);
         let credential = self.keychain.lookup(registry, repository);
         match challenge {
             Challenge::Basic => Ok(credential.map(Credential::basic_header)),
             Challenge::Bearer { realm, service } => {
                 let scope = pull_scope(repository);
-                let slot = shared_entry(&self.tokens, (registry.to_string(), scope.clone()));
+                let slot = shared_entry(&self.tokens, (endpoint.clone(), scope.clone()));
                 let mut cached = slot.lock().await;
                 if let Some(token) = cached.as_ref()
                     && token.expires > Instant::now()
@@ -433,6 +447,7 @@ impl Authenticator {
                 let token = fetch_token(
                     transport,
                     registry,
+                    insecure,
                     realm,
                     service.as_deref(),
                     &scope,
@@ -454,6 +469,7 @@ fn pull_scope(repository: &str) -> String {
 async fn fetch_token(
     transport: &Transport,
     registry: &str,
+    insecure: Insecure<'_>,
     realm: &str,
     service: Option<&str>,
     scope: &str,
@@ -499,11 +515,11 @@ async fn fetch_token(
             let realm_only: Uri = realm
                 .parse()
                 .map_err(|_| TransportError::BadUrl(format!("token realm of {registry}")))?;
-            transport.post_form(realm_only, form).await?
+            transport.post_form(realm_only, form, insecure).await?
         }
         None => {
             transport
-                .get(uri, &HeaderMap::new(), authorization.as_ref())
+                .get(uri, &HeaderMap::new(), authorization.as_ref(), insecure)
                 .await?
         }
     };
@@ -596,22 +612,31 @@ mod tests {
     #[tokio::test]
     async fn requests_wait_for_the_first_one_to_a_registry_once_and_briefly() {
         let auth = Arc::new(Authenticator::new(Arc::new(keychain(r#"{"auths":{}}"#))));
-        let first = auth.first_contact("r").await.expect("the first request");
-        assert!(auth.first_contact("other").await.is_some(), "per registry");
+        let first = auth
+            .first_contact("r", false)
+            .await
+            .expect("the first request");
+        assert!(
+            auth.first_contact("other", false).await.is_some(),
+            "per registry"
+        );
         // Sent meanwhile: waits for the first, and goes on when it is done.
         let waiter = tokio::spawn({
             let auth = auth.clone();
-            async move { auth.first_contact("r").await.is_none() }
+            async move { auth.first_contact("r", false).await.is_none() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         drop(first);
         assert!(waiter.await.unwrap(), "not a first request");
-        assert!(auth.first_contact("r").await.is_none());
+        assert!(auth.first_contact("r", false).await.is_none());
         // A first request that takes long is waited for FIRST_CONTACT_WAIT at most.
-        let slow = auth.first_contact("slow").await.expect("the first request");
+        let slow = auth
+            .first_contact("slow", false)
+            .await
+            .expect("the first request");
         let started = Instant::now();
-        assert!(auth.first_contact("slow").await.is_none());
+        assert!(auth.first_contact("slow", false).await.is_none());
         let waited = started.elapsed();
         assert!(
             waited >= FIRST_CONTACT_WAIT && waited < FIRST_CONTACT_WAIT * 3,

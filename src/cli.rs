@@ -85,7 +85,8 @@ pub struct CommonArgs {
     /// Extra PEM roots (repeatable), added to the system's.
     #[arg(long = "ca-file", value_name = "FILE")]
     pub ca_files: Vec<PathBuf>,
-    /// Plain http or unverified TLS for this registry only (repeatable).
+    /// Plain http or unverified TLS for this registry only (repeatable): HOST alone covers every port of
+    /// that host, HOST:PORT that port only. A token realm or redirect on another host is still verified.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
     /// Which manifest of an index to use: OS/ARCH[/VARIANT]; default the running platform.

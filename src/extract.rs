@@ -74,7 +74,7 @@ pub enum ImageError {
 /// Why one pull source of an image did not serve it.
 #[derive(Debug)]
 pub enum AttemptError {
-    /// Listed by the mirror configuration but not to be contacted.
+    /// Listed by the mirror configuration but not to be contacted: `not contacted: <why>`.
     Blocked(String),
     Failed(ImageError),
 }
@@ -82,7 +82,7 @@ pub enum AttemptError {
 impl std::fmt::Display for AttemptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AttemptError::Blocked(why) => write!(f, "not contacted: {why}"),
+            AttemptError::Blocked(skipped) => f.write_str(skipped),
             AttemptError::Failed(error) => f.write_str(&crate::transport::error_chain(error)),
         }
     }
@@ -335,10 +335,11 @@ async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledImage, ImageFa
     let mut attempts = Vec::new();
     for planned in &sources {
         let shown = planned.display();
-        if let Some(why) = &planned.pull.blocked {
+        if let Some(skipped) = planned.pull.not_contacted() {
+            tracing::info!(image = %entry.reference_text, source = %shown, "{skipped}");
             attempts.push(Attempt {
                 source: shown,
-                error: AttemptError::Blocked(why.clone()),
+                error: AttemptError::Blocked(skipped),
             });
             continue;
         }

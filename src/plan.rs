@@ -47,6 +47,7 @@ impl Planner {
                 let source = Source {
                     registry: pull.reference.api_host().to_string(),
                     repository: pull.reference.repository.clone(),
+                    insecure: pull.insecure.is_some(),
                 };
                 let credential = self
                     .keychain

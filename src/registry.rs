@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use crate::auth::{AuthError, Authenticator};
 use crate::proxy::connector::ProxyError;
 use crate::retry::{self, Attempts, GiveUp, RetryPolicy};
-use crate::transport::{Transport, TransportError, error_chain};
+use crate::transport::{Insecure, Transport, TransportError, error_chain};
 
 mod byteranges;
 
@@ -122,6 +122,15 @@ pub enum RegistryError {
 pub struct Source {
     pub registry: String,
     pub repository: String,
+    /// This pull source may use plain http or unverified TLS, on its own registry only.
+    pub insecure: bool,
+}
+
+impl Source {
+    /// How requests to this source's registry may skip verification.
+    pub fn insecurity(&self) -> Insecure<'_> {
+        Insecure::registry(&self.registry, self.insecure)
+    }
 }
 
 impl std::fmt::Display for Source {
@@ -372,8 +381,9 @@ pub fn sha256_digest(data: &[u8]) -> String {
 pub struct RegistryClient {
     transport: Arc<Transport>,
     auth: Arc<Authenticator>,
-    /// `http` for insecure registries found to speak plain HTTP.
-    schemes: Mutex<HashMap<String, &'static str>>,
+    /// `http` for insecure registries found to speak plain HTTP, keyed by registry and insecurity:
+    /// what an insecure source found never switches a secure source of the same registry to http.
+    schemes: Mutex<HashMap<(String, bool), &'static str>>,
     retry: RetryPolicy,
     /// Registries that stayed unreachable through a whole round of tries: tried once from then on, so
     /// every image of a run does not wait out the backoff before falling back to its next source.
@@ -522,10 +532,18 @@ impl RegistryClient {
         headers: &HeaderMap,
         challenged: &mut bool,
     ) -> Result<Response<Incoming>, RegistryError> {
-        let first_contact = self.auth.first_contact(&source.registry).await;
+        let first_contact = self
+            .auth
+            .first_contact(&source.registry, source.insecure)
+            .await;
         let authorization = self
             .auth
-            .authorization(&self.transport, &source.registry, &source.repository)
+            .authorization(
+                &self.transport,
+                &source.registry,
+                source.insecure,
+                &source.repository,
+            )
             .await?;
         let response = self
             .send(source, path, headers, authorization.as_ref())
@@ -539,6 +557,7 @@ impl RegistryClient {
             .challenged(
                 &self.transport,
                 &source.registry,
+                source.insecure,
                 &source.repository,
                 response.headers().get(WWW_AUTHENTICATE),
                 authorization.as_ref(),
@@ -561,25 +580,32 @@ impl RegistryClient {
         headers: &HeaderMap,
         authorization: Option<&HeaderValue>,
     ) -> Result<Response<Incoming>, RegistryError> {
-        let known = self.schemes.lock().unwrap().get(&source.registry).copied();
+        let key = (source.registry.clone(), source.insecure);
+        let known = self.schemes.lock().unwrap().get(&key).copied();
         let scheme = known.unwrap_or("https");
+        let insecure = source.insecurity();
         let result = self
             .transport
-            .get(self.url(source, scheme, path)?, headers, authorization)
+            .get(
+                self.url(source, scheme, path)?,
+                headers,
+                authorization,
+                insecure,
+            )
             .await;
         match result {
             // An insecure registry may speak plain HTTP only: fall back once and remember it.
-            Err(TransportError::Connect { .. })
-                if known.is_none() && self.transport.is_insecure(&source.registry) =>
-            {
+            Err(TransportError::Connect { .. }) if known.is_none() && source.insecure => {
                 let response = self
                     .transport
-                    .get(self.url(source, "http", path)?, headers, authorization)
+                    .get(
+                        self.url(source, "http", path)?,
+                        headers,
+                        authorization,
+                        insecure,
+                    )
                     .await?;
-                self.schemes
-                    .lock()
-                    .unwrap()
-                    .insert(source.registry.clone(), "http");
+                self.schemes.lock().unwrap().insert(key, "http");
                 Ok(response)
             }
             other => Ok(other?),

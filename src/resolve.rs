@@ -46,7 +46,13 @@ pub struct SourceReport {
     pub objects: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// What the extract log says when it skips this source (`not contacted: …`).
+    #[serde(skip)]
+    pub not_contacted: Option<String>,
     pub insecure: bool,
+    /// Why TLS may go unverified (or fall back to plain http) for this source's own registry.
+    #[serde(rename = "insecureBecause", skip_serializing_if = "Option::is_none")]
+    pub insecure_because: Option<String>,
     pub credential: Option<String>,
     /// The proxy (`scheme://host:port`, never credentials) the registry is reached through; null
     /// when direct.
@@ -85,7 +91,9 @@ fn source_report(planned: &PlannedSource, proxies: &Proxies) -> SourceReport {
         rule_source,
         objects,
         blocked: planned.pull.blocked.clone(),
-        insecure: planned.pull.insecure,
+        not_contacted: planned.pull.not_contacted(),
+        insecure: planned.pull.insecure.is_some(),
+        insecure_because: planned.pull.insecure.as_ref().map(ToString::to_string),
         credential: planned.credential.clone(),
         proxy: proxies
             .for_registry(&planned.source.registry)
@@ -188,8 +196,11 @@ impl Report {
                         let _ = writeln!(out, "       the source itself (no mirror rule matches)");
                     }
                 }
-                if let Some(why) = &source.blocked {
-                    let _ = writeln!(out, "       not contacted: {why}");
+                if let Some(skipped) = &source.not_contacted {
+                    let _ = writeln!(out, "       {skipped}");
+                }
+                if let Some(why) = &source.insecure_because {
+                    let _ = writeln!(out, "       insecure: yes ({why})");
                 }
                 let credential = source.credential.as_deref().unwrap_or("none (anonymous)");
                 let _ = writeln!(out, "       credentials: {credential}");

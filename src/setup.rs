@@ -105,14 +105,6 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         ),
         (None, None) => (Keychain::default(), None),
     };
-    let mut insecure = settings.insecure_registries.clone();
-    insecure.extend(
-        cluster
-            .registry_sources
-            .insecure
-            .iter()
-            .map(|scope| scope_host(scope).to_string()),
-    );
     tracing::info!(
         extra_cas = roots.extra_count(),
         pull_secret = pull_secret.as_deref().unwrap_or("none"),
@@ -121,13 +113,13 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         proxies = %settings.proxies.describe(),
         "configuration"
     );
-    let table = MirrorTable::new(&cluster.mirror_objects, &cluster.registry_sources);
+    let table = MirrorTable::new(&cluster.mirror_objects, &cluster.registry_sources)
+        .with_insecure_registries(&settings.insecure_registries);
     for warning in table.warnings() {
         tracing::warn!(%warning, "mirror configuration");
     }
     let transport = Transport::new(TransportConfig {
         roots,
-        insecure_registries: insecure,
         connect_timeout: Duration::from_secs(30),
         response_timeout: settings.retry.headers,
         proxies: settings.proxies.clone(),
@@ -145,11 +137,6 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         pull_secret,
         proxies: settings.proxies.clone(),
     })
-}
-
-/// The host part of a registry scope (`host[:port][/path]` or `*.domain`): TLS settings are per host.
-fn scope_host(scope: &str) -> &str {
-    scope.split('/').next().unwrap_or(scope)
 }
 
 #[cfg(test)]
@@ -175,14 +162,5 @@ mod tests {
         );
         assert!(setup.trust.loaded.is_empty());
         assert_eq!(setup.pull_secret, None);
-    }
-
-    #[test]
-    fn scopes_reduce_to_their_host() {
-        assert_eq!(
-            scope_host("mirror.local:5000/ocp/release"),
-            "mirror.local:5000"
-        );
-        assert_eq!(scope_host("*.example.com"), "*.example.com");
     }
 }

@@ -7,8 +7,13 @@
 //!
 //! Every connection the client opens goes through [`ProxyConnector`], which decides per target URL
 //! (registry, token realm, redirect target alike) whether to go direct or through a proxy.
+//!
+//! TLS is verified on every request but those to the one `host[:port]` of an insecure pull source
+//! that the request serves ([`Insecure`]): its token realm or a redirect on that same host and port
+//! inherit the setting (a self-signed mirror answers tokens on its own origin); any other host is
+//! verified. The node uses one unverified client for all of an insecure source's requests; we
+//! are stricter.
 
-use std::collections::HashSet;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -96,8 +101,6 @@ pub fn error_chain(error: &dyn StdError) -> String {
 
 pub struct TransportConfig {
     pub roots: Roots,
-    /// `host` or `host:port` entries served over plain http or unverified TLS.
-    pub insecure_registries: Vec<String>,
     pub connect_timeout: Duration,
     /// How long to wait for a response's headers.
     pub response_timeout: Duration,
@@ -109,7 +112,6 @@ type HttpsClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 pub struct Transport {
     verified: HttpsClient,
     unverified: HttpsClient,
-    insecure: HashSet<String>,
     response_timeout: Duration,
     proxies: Arc<Proxies>,
 }
@@ -139,7 +141,6 @@ impl Transport {
         Ok(Transport {
             verified: build(verified),
             unverified: build(trust::unverified_config()?),
-            insecure: config.insecure_registries.into_iter().collect(),
             response_timeout: config.response_timeout,
             proxies: config.proxies,
         })
@@ -150,24 +151,6 @@ impl Transport {
         self.response_timeout
     }
 
-    /// Whether `authority` (`host[:port]`) is insecure: named with its port, or by its host alone, or under
-    /// a `*.domain` entry (which, like the node's scopes, covers subdomains on any port).
-    pub fn is_insecure(&self, authority: &str) -> bool {
-        if self.insecure.contains(authority) {
-            return true;
-        }
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-            _ => authority,
-        };
-        self.insecure.contains(host)
-            || self.insecure.iter().any(|entry| {
-                entry.strip_prefix("*.").is_some_and(|domain| {
-                    host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}"))
-                })
-            })
-    }
-
     /// GETs `url`, following redirects. `authorization` goes only to `url`'s own origin (scheme, host and
     /// port): never to a redirect target elsewhere.
     pub async fn get(
@@ -175,6 +158,7 @@ impl Transport {
         url: Uri,
         headers: &HeaderMap,
         authorization: Option<&HeaderValue>,
+        insecure: Insecure<'_>,
     ) -> Result<Response<Incoming>, TransportError> {
         let origin = Origin::of(&url)?;
         let mut current = url;
@@ -194,14 +178,15 @@ impl Transport {
             let request = builder
                 .body(Full::default())
                 .map_err(|_| TransportError::BadUrl(SafeUrl::new(&current).to_string()))?;
-            let response = self.send(request).await?;
+            let response = self.send(request, insecure).await?;
             if !is_redirect(response.status()) {
                 return Ok(response);
             }
             current = redirect_target(&current, response.headers().get(LOCATION))?;
-            // Only the destination is checked against the insecure list: a redirect may not downgrade.
-            let target_insecure = self.is_insecure(&Origin::of(&current)?.authority());
-            if current.scheme_str() == Some("http") && origin.scheme == "https" && !target_insecure
+            // Only an insecure source's own registry may be reached over http after https.
+            if current.scheme_str() == Some("http")
+                && origin.scheme == "https"
+                && !insecure.covers(&current)
             {
                 return Err(TransportError::BadRedirect {
                     from: SafeUrl::new(&origin.uri()),
@@ -221,6 +206,7 @@ impl Transport {
         &self,
         url: Uri,
         form: String,
+        insecure: Insecure<'_>,
     ) -> Result<Response<Incoming>, TransportError> {
         let request = Request::builder()
             .method(Method::POST)
@@ -232,15 +218,16 @@ impl Transport {
             )
             .body(Full::new(Bytes::from(form)))
             .map_err(|_| TransportError::BadUrl(SafeUrl::new(&url).to_string()))?;
-        self.send(request).await
+        self.send(request, insecure).await
     }
 
     async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
+        insecure: Insecure<'_>,
     ) -> Result<Response<Incoming>, TransportError> {
         let authority = Origin::of(request.uri())?.authority();
-        let client = if self.is_insecure(&authority) {
+        let client = if insecure.covers(request.uri()) {
             &self.unverified
         } else {
             &self.verified
@@ -299,6 +286,34 @@ pub async fn read_body_capped(mut body: Incoming, cap: usize) -> Result<Bytes, S
         }
     }
     Ok(collected.freeze())
+}
+
+/// The registry (`host[:port]`, as in an image reference) of the insecure pull source a request
+/// serves, if that source is insecure. A request is sent unverified (and may be plain http) only
+/// when it goes to that same host and port; without a port, the scheme's default port.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Insecure<'a>(Option<&'a str>);
+
+impl<'a> Insecure<'a> {
+    /// Requests to `registry` unverified when `insecure`, all others verified.
+    pub fn registry(registry: &'a str, insecure: bool) -> Insecure<'a> {
+        Insecure(insecure.then_some(registry))
+    }
+
+    /// Whether a request to `url` may skip verification.
+    fn covers(&self, url: &Uri) -> bool {
+        let Some(registry) = self.0 else {
+            return false;
+        };
+        let (Some(host), Ok(target)) = (url.host(), Origin::of(url)) else {
+            return false;
+        };
+        let Ok(named) = format!("{}://{registry}/", target.scheme).parse::<Uri>() else {
+            return false;
+        };
+        named.host().is_some_and(|h| h.eq_ignore_ascii_case(host))
+            && Origin::of(&named).is_ok_and(|named| named.port == target.port)
+    }
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -446,6 +461,59 @@ mod tests {
         );
         assert_ne!(of("https://reg.example/a"), of("http://reg.example:443/a"));
         assert_ne!(of("https://reg.example/a"), of("https://cdn.reg.example/a"));
+    }
+
+    #[test]
+    fn an_insecure_source_skips_verification_on_its_own_host_and_port_only() {
+        let covers = |registry: &str, insecure: bool, url: &str| {
+            Insecure::registry(registry, insecure).covers(&url.parse().unwrap())
+        };
+        // Its registry, its token realm or redirects on the same origin, and its plain-http form.
+        assert!(covers(
+            "mirror.local:5000",
+            true,
+            "https://mirror.local:5000/v2/"
+        ));
+        assert!(covers(
+            "mirror.local:5000",
+            true,
+            "https://Mirror.Local:5000/token"
+        ));
+        assert!(covers(
+            "mirror.local:5000",
+            true,
+            "http://mirror.local:5000/v2/"
+        ));
+        assert!(covers("mirror.local", true, "https://mirror.local/v2/"));
+        assert!(covers("mirror.local", true, "http://mirror.local/v2/"));
+        assert!(covers("[::1]:5000", true, "https://[::1]:5000/v2/"));
+        // Anything else is verified: another port, another host, a secure source.
+        assert!(!covers(
+            "mirror.local:5000",
+            true,
+            "https://mirror.local/v2/"
+        ));
+        assert!(!covers(
+            "mirror.local",
+            true,
+            "https://mirror.local:8443/v2/"
+        ));
+        assert!(!covers(
+            "mirror.local:5000",
+            true,
+            "https://auth.mirror.local:5000/t"
+        ));
+        assert!(!covers(
+            "mirror.local:5000",
+            true,
+            "https://mirror.local.evil:5000/"
+        ));
+        assert!(!covers(
+            "mirror.local:5000",
+            false,
+            "https://mirror.local:5000/v2/"
+        ));
+        assert!(!Insecure::default().covers(&"https://mirror.local/".parse().unwrap()));
     }
 
     #[test]

@@ -107,8 +107,36 @@ pub struct PullSource {
     /// Why it must not be contacted, if it must not. A blocked source stays in the list (as on
     /// the node) so that a failed pull can say what was skipped and why.
     pub blocked: Option<String>,
-    /// Inside an `insecureRegistries` scope: plain HTTP or unverified TLS is allowed.
-    pub insecure: bool,
+    /// Why plain HTTP or unverified TLS is allowed for this source's own registry, if it is: its
+    /// location (not its source's) is inside an insecure scope.
+    pub insecure: Option<Insecure>,
+}
+
+impl PullSource {
+    /// What `resolve` and the extract log say of a source they skip: the same words in both.
+    pub fn not_contacted(&self) -> Option<String> {
+        self.blocked
+            .as_ref()
+            .map(|why| format!("not contacted: {why}"))
+    }
+}
+
+/// Why a pull source may be reached over plain HTTP or with TLS unverified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Insecure {
+    /// Inside this `image.config` `registrySources.insecureRegistries` scope.
+    Scope(String),
+    /// Named by `--insecure-registry HOST[:PORT]`.
+    Flag(String),
+}
+
+impl fmt::Display for Insecure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Insecure::Scope(scope) => write!(f, "image.config insecureRegistries {scope}"),
+            Insecure::Flag(entry) => write!(f, "--insecure-registry {entry}"),
+        }
+    }
 }
 
 /// Where a [`PullSource`] comes from.
@@ -141,7 +169,7 @@ impl fmt::Display for PullSource {
         if let Some(why) = &self.blocked {
             write!(f, ", blocked: {why}")?;
         }
-        if self.insecure {
+        if self.insecure.is_some() {
             f.write_str(", insecure")?;
         }
         f.write_str(")")
@@ -225,6 +253,8 @@ pub struct MirrorTable {
     /// source is not contacted either.
     entries: Vec<Entry>,
     scopes: RegistrySources,
+    /// `--insecure-registry` entries: `host` (any port of it) or `host:port`.
+    insecure_flags: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -344,8 +374,16 @@ impl MirrorTable {
             tag: build_groups(&tag_sets),
             entries,
             scopes: registry_sources.clone(),
+            insecure_flags: Vec::new(),
             warnings: warnings.list,
         }
+    }
+
+    /// Adds `--insecure-registry` entries: `host` makes every port of that host insecure,
+    /// `host:port` that port only. Unlike the cluster's scopes they name whole registries.
+    pub fn with_insecure_registries(mut self, entries: &[String]) -> MirrorTable {
+        self.insecure_flags = entries.to_vec();
+        self
     }
 
     /// What the table resolved on the safe side or will never use, for the operator to fix.
@@ -355,7 +393,7 @@ impl MirrorTable {
 
     /// No mirrors and no scopes: every reference is its own only source.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.scopes.is_empty()
+        self.entries.is_empty() && self.scopes.is_empty() && self.insecure_flags.is_empty()
     }
 
     /// The ordered pull sources for `reference`: the matched group's mirrors, rewritten, then
@@ -426,27 +464,53 @@ impl MirrorTable {
     ) -> PullSource {
         PullSource {
             blocked: self.blocked(&reference).or_else(|| self.not_allowed(image)),
-            insecure: self
-                .scopes
-                .insecure
-                .iter()
-                .any(|scope| scope::covered_len(scope, &reference).is_some()),
+            insecure: self.insecure(&reference),
             reference,
             origin,
         }
+    }
+
+    /// Why the physical `reference` may be reached insecurely: judged on its own location, as
+    /// the node sets each attempt's TLS from the entry of the pull source itself (a mirror of an
+    /// insecure source is not insecure because its source is; vector 36).
+    fn insecure(&self, reference: &Reference) -> Option<Insecure> {
+        if let Some(scope) = self
+            .scopes
+            .insecure
+            .iter()
+            .find(|scope| scope::covered_len(scope, reference).is_some())
+        {
+            return Some(Insecure::Scope(scope.clone()));
+        }
+        self.insecure_flags
+            .iter()
+            .find(|entry| scope::names_registry(entry, &reference.registry))
+            .map(|entry| Insecure::Flag(entry.clone()))
     }
 
     /// Why the physical `reference` must not be contacted, judged on its own as the node
     /// judges every attempt: mirrors included (vector 39).
     fn blocked(&self, reference: &Reference) -> Option<String> {
         // The most specific entry decides, as on the node: a more specific source without
-        // NeverContactSource un-blocks its part of a blocked parent.
-        let entry = self
-            .entries
-            .iter()
-            .find(|entry| scope::covered_len(&entry.source, reference).is_some());
-        if let Some(why) = entry.and_then(|entry| entry.blocked.clone()) {
-            return Some(why);
+        // NeverContactSource un-blocks its part of a blocked parent. A blocked `host` or
+        // `*.domain` source also covers that host on other ports: the node matches those through
+        // its `:` boundary and then fails the pull (vectors 11, 13), so it never contacts them.
+        // Across a port an entry only ever blocks: an unblocked `host` source makes the node fail
+        // there too, so it cannot un-block a less specific blocked one.
+        let entry = self.entries.iter().find(|entry| {
+            scope::covered_len(&entry.source, reference).is_some()
+                || (entry.blocked.is_some() && scope::covers_any_port(&entry.source, reference))
+        });
+        if let Some(entry) = entry
+            && let Some(why) = &entry.blocked
+        {
+            if scope::covered_len(&entry.source, reference).is_none() {
+                return Some(format!(
+                    "{why} (its source {} covers every port of that host on the node)",
+                    entry.source
+                ));
+            }
+            return Some(why.clone());
         }
         if let Some(scope) = self
             .scopes

@@ -33,9 +33,10 @@ pub(super) fn covered_len(pattern: &str, reference: &Reference) -> Option<usize>
 }
 
 /// Like [`covered_len`], but a scope naming a host without a port (or a `*.domain`) covers that
-/// host on every port too. Only used for `blockedRegistries`: the node blocks
-/// `bad.local:5000/…` under a `bad.local` scope (its `:` boundary), and for blocking the wider
-/// reading is also the safe one.
+/// host on every port too. Only used for blocking (`blockedRegistries`, NeverContactSource): the
+/// node blocks `bad.local:5000/…` under a `bad.local` scope (its `:` boundary), or fails the pull
+/// there (vectors 11, 13), so for blocking the wider reading is the faithful one. Never used to
+/// allow, mirror or trust: `allowedRegistries` `host` does not allow `host:5000`.
 pub(super) fn covers_any_port(scope: &str, reference: &Reference) -> bool {
     let host = host_without_port(&reference.registry);
     if let Some(domain) = scope.strip_prefix("*.") {
@@ -43,6 +44,18 @@ pub(super) fn covers_any_port(scope: &str, reference: &Reference) -> bool {
     }
     let host_only = !scope.contains('/') && host_without_port(scope) == scope;
     (host_only && host == scope) || covered_len(scope, reference).is_some()
+}
+
+/// Whether an `--insecure-registry` entry names `registry` (`host[:port]`): `host` names every
+/// port of that host, `host:port` that port only. Host names compare without case, as DNS does.
+pub(super) fn names_registry(entry: &str, registry: &str) -> bool {
+    let host_only = host_without_port(entry) == entry;
+    let compared = if host_only {
+        host_without_port(registry)
+    } else {
+        registry
+    };
+    !entry.is_empty() && compared.eq_ignore_ascii_case(entry)
 }
 
 /// `host` is strictly below `domain`: `a.example.com` and `a.b.example.com` are below
@@ -232,6 +245,29 @@ mod tests {
                 covers_any_port(scope, &r(reference)),
                 expected,
                 "{scope} vs {reference}"
+            );
+        }
+    }
+
+    #[test]
+    fn insecure_registry_entries_name_a_host_on_any_port_or_one_port() {
+        for (entry, registry, names) in [
+            ("mirror.local", "mirror.local", true),
+            ("mirror.local", "mirror.local:5000", true),
+            ("Mirror.Local", "mirror.local:5000", true),
+            ("mirror.local:5000", "mirror.local:5000", true),
+            ("mirror.local:5000", "mirror.local", false),
+            ("mirror.local:5000", "mirror.local:5001", false),
+            ("mirror.local", "mirror.local.evil", false),
+            ("mirror.local", "a.mirror.local", false),
+            ("[::1]", "[::1]:5000", true),
+            ("[::1]:5000", "[::1]:5001", false),
+            ("", "mirror.local", false),
+        ] {
+            assert_eq!(
+                names_registry(entry, registry),
+                names,
+                "{entry} names {registry}"
             );
         }
     }

@@ -80,7 +80,11 @@ fn render(sources: &[PullSource]) -> Vec<String> {
                 "{}{}{}",
                 if s.blocked.is_some() { "✗" } else { "" },
                 s.reference,
-                if s.insecure { " (insecure)" } else { "" }
+                if s.insecure.is_some() {
+                    " (insecure)"
+                } else {
+                    ""
+                }
             )
         })
         .collect()
@@ -924,7 +928,7 @@ fn empty_table_returns_the_reference_itself() {
                 reference: reference.clone(),
                 origin: SourceOrigin::Source { matched: None },
                 blocked: None,
-                insecure: false,
+                insecure: None,
             }]
         );
     }
@@ -1095,6 +1099,94 @@ fn never_contact_source_blocks_the_source_and_whatever_falls_under_it() {
         sources_of(&table, "quay.io/x/img@D"),
         [d("m.local/x/img@D"), d("quay.io/x/img@D")]
     );
+}
+
+/// Vectors 11 and 13: the node matches a `host` or `*.domain` source on any port of that host
+/// (its `:` boundary), fails the rewrite, and so never contacts `host:5000`. We do not rewrite
+/// across a port, but a NeverContactSource rule still keeps every port of its host uncontacted.
+#[test]
+fn never_contact_source_on_a_host_blocks_every_port_of_it_without_rewriting() {
+    let table = MirrorTable::new(
+        &[
+            idms(
+                "h",
+                vec![never("registry.example.com", &["mirror.local/x"])],
+            ),
+            idms("w", vec![never("*.redhat.io", &["mirror.local/redhat"])]),
+            // A more specific exact entry still decides for its own port, as on the node.
+            idms(
+                "open",
+                vec![rule("registry.example.com:6000/ns", &["o.local/ns"])],
+            ),
+            // An unblocked host rule cannot un-block a port of a blocked wildcard's host: the node
+            // fails the pull there.
+            idms("a", vec![rule("a.redhat.io", &["m.local/a"])]),
+        ],
+        &RegistrySources::default(),
+    );
+    let pulls = table
+        .pull_sources(&r("registry.example.com:5000/ns/app@D"))
+        .unwrap();
+    assert_eq!(render(&pulls), [d("✗registry.example.com:5000/ns/app@D")]);
+    assert_eq!(
+        pulls[0].blocked.as_deref(),
+        Some(
+            "NeverContactSource in ImageDigestMirrorSet/h (its source registry.example.com covers \
+             every port of that host on the node)"
+        )
+    );
+    // Tag references too: blocking is whole-scope (vector 21).
+    assert_eq!(
+        sources_of(&table, "registry.example.com:5000/ns/app:1"),
+        ["✗registry.example.com:5000/ns/app:1"]
+    );
+    assert_eq!(
+        sources_of(&table, "registry.redhat.io:8443/x@D"),
+        [d("✗registry.redhat.io:8443/x@D")]
+    );
+    assert_eq!(
+        sources_of(&table, "a.redhat.io:8443/x@D"),
+        [d("✗a.redhat.io:8443/x@D")]
+    );
+    assert_eq!(
+        sources_of(&table, "registry.example.com:6000/ns/app@D"),
+        [
+            d("o.local/ns/app@D"),
+            d("registry.example.com:6000/ns/app@D")
+        ]
+    );
+    // Other hosts are untouched.
+    assert_eq!(
+        sources_of(&table, "registry.example.community:5000/x@D"),
+        [d("registry.example.community:5000/x@D")]
+    );
+}
+
+#[test]
+fn insecure_registry_flags_name_a_host_on_any_port_or_one_port() {
+    let table = MirrorTable::new(
+        &[idms("x", vec![rule("quay.io/x", &["m.local:5000/x"])])],
+        &scopes(&[], &[], &["quay.io/x/dev"]),
+    )
+    .with_insecure_registries(&["m.local".into(), "other.local:5000".into()]);
+    let pulls = table.pull_sources(&r("quay.io/x/dev/img@D")).unwrap();
+    let reasons: Vec<Option<String>> = pulls
+        .iter()
+        .map(|p| p.insecure.as_ref().map(ToString::to_string))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("--insecure-registry m.local".to_string()),
+            Some("image.config insecureRegistries quay.io/x/dev".to_string())
+        ]
+    );
+    assert_eq!(
+        sources_of(&table, "other.local:5000/a:1"),
+        ["other.local:5000/a:1 (insecure)"]
+    );
+    assert_eq!(sources_of(&table, "other.local/a:1"), ["other.local/a:1"]);
+    assert_eq!(sources_of(&table, "quay.io/x/img:1"), ["quay.io/x/img:1"]);
 }
 
 #[test]
@@ -1365,8 +1457,12 @@ fn allowed_scopes_judge_the_image_name_not_the_mirror() {
         pulls[0].blocked.as_deref(),
         Some("docker.io/a/b is not in allowedRegistries")
     );
-    // Allowed scopes match ports exactly.
+    // Allowed scopes match ports exactly: any-port matching here would allow more than the node.
     assert_eq!(sources_of(&table, "quay.io:443/a:1"), ["✗quay.io:443/a:1"]);
+    assert_eq!(
+        sources_of(&table, "quay.io:5000/a:1"),
+        ["✗quay.io:5000/a:1"]
+    );
     // An image outside the list is refused from its mirrors too.
     let table = MirrorTable::new(
         &[idms("y", vec![rule("evil.io/x", &["mirror.local/x"])])],
