@@ -14,6 +14,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
 
+mod der;
+mod leaf;
+
 #[derive(Debug, Error)]
 pub enum TrustError {
     #[error("cannot read CA file {path}: {source}")]
@@ -102,7 +105,8 @@ pub fn verifying_config(roots: &Roots) -> Result<ClientConfig, TrustError> {
 /// The usual WebPKI verification, plus what Go and CRI-O accept and rustls refuses: a server certificate
 /// that is itself, byte for byte, one of the extra trusted certificates (lab mirrors commonly serve a
 /// self-signed `CA:TRUE` certificate made with `openssl req -x509`, which WebPKI rejects as
-/// CaUsedAsEndEntity). The host name is still checked against that certificate.
+/// CaUsedAsEndEntity). That certificate is still checked as Go checks a leaf: validity period,
+/// serverAuth purpose (if it names any) and host name.
 #[derive(Debug)]
 struct BundleLeafVerifier {
     webpki: Arc<WebPkiServerVerifier>,
@@ -149,6 +153,7 @@ impl ServerCertVerifier for BundleLeafVerifier {
             return Err(refused);
         }
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| refused.clone())?;
+        leaf::check_time_and_purpose(end_entity.as_ref(), now)?;
         cert.verify_is_valid_for_subject_name(server_name)
             .map_err(|_| {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
@@ -242,6 +247,11 @@ mod tests {
 
     /// A self-signed CA:TRUE certificate for 127.0.0.1, as `openssl req -x509` makes for lab mirrors.
     fn self_signed_cert(dir: &Path, name: &str) -> Vec<u8> {
+        self_signed_cert_with(dir, name, &[])
+    }
+
+    /// The same, valid from now for a day, with more `-addext` extensions.
+    fn self_signed_cert_with(dir: &Path, name: &str, extensions: &[&str]) -> Vec<u8> {
         let out = dir.join(format!("{name}.pem"));
         let status = std::process::Command::new("openssl")
             .args([
@@ -263,6 +273,7 @@ mod tests {
                 "-addext",
             ])
             .arg("basicConstraints=critical,CA:TRUE")
+            .args(extensions.iter().flat_map(|e| ["-addext", e]))
             .arg("-keyout")
             .arg(dir.join(format!("{name}.key")))
             .arg("-out")
@@ -303,6 +314,95 @@ mod tests {
             verify(&der(&stranger), "127.0.0.1").is_err(),
             "a certificate outside the bundle is refused"
         );
+    }
+
+    fn first_cert(pem: &[u8]) -> CertificateDer<'static> {
+        CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap()
+    }
+
+    /// Verifies `cert`, trusted as a bundle leaf, for 127.0.0.1 at `now`.
+    fn verify_bundle_leaf(
+        cert: &CertificateDer<'static>,
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut roots = Roots::default();
+        roots.extra.push(("bundle".into(), cert.clone()));
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        BundleLeafVerifier::new(&roots)
+            .unwrap()
+            .verify_server_cert(cert, &[], &name, &[], now)
+    }
+
+    fn shifted(now: UnixTime, seconds: i64) -> UnixTime {
+        let secs = now.as_secs().checked_add_signed(seconds).unwrap();
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
+    }
+
+    /// A self-signed leaf in the bundle is refused once expired, as Go's crypto/x509 and CRI-O
+    /// refuse it (issue item 3; README "How mirrors, CAs and credentials are chosen", CAs).
+    #[test]
+    fn a_bundle_leaf_is_refused_after_its_not_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = first_cert(&self_signed_cert(dir.path(), "lab"));
+        let now = UnixTime::now();
+        assert!(verify_bundle_leaf(&cert, now).is_ok());
+        let err = verify_bundle_leaf(&cert, shifted(now, 3 * 86_400)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    /// A self-signed leaf in the bundle is refused before its notBefore (issue item 3).
+    #[test]
+    fn a_bundle_leaf_is_refused_before_its_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = first_cert(&self_signed_cert(dir.path(), "lab"));
+        let err = verify_bundle_leaf(&cert, shifted(UnixTime::now(), -3_600)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidYetContext { .. }
+                )
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+    }
+
+    /// A bundle leaf that names extended key usages must allow serverAuth (or any usage, which
+    /// Go accepts); one naming none is accepted (issue item 3).
+    #[test]
+    fn a_bundle_leaf_naming_purposes_must_allow_server_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name, extensions: &[&str]| {
+            first_cert(&self_signed_cert_with(dir.path(), name, extensions))
+        };
+        // Each is verified after it is made: its notBefore is the second it was made.
+        let client_only = make("client", &["extendedKeyUsage=clientAuth"]);
+        let err = verify_bundle_leaf(&client_only, UnixTime::now()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::InvalidPurposeContext { .. }
+                )
+            ),
+            "{err:?}"
+        );
+        for (name, extensions) in [
+            ("server", &["extendedKeyUsage=clientAuth,serverAuth"][..]),
+            ("any", &["extendedKeyUsage=anyExtendedKeyUsage"]),
+            ("none", &[]),
+        ] {
+            let cert = make(name, extensions);
+            assert!(verify_bundle_leaf(&cert, UnixTime::now()).is_ok(), "{name}");
+        }
     }
 
     #[test]

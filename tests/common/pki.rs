@@ -38,6 +38,18 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 subjectKeyIdentifier = hash
+# `openssl ca`, only to sign with chosen dates (`req -x509` takes only a positive -days).
+[ca]
+default_ca = dated
+[dated]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any_name
+unique_subject = no
+[any_name]
+commonName = supplied
 ";
 
 /// A new EC P-256 key: generated in milliseconds, where RSA takes a good fraction of a second.
@@ -95,6 +107,38 @@ impl Pki {
             &format!(
                 "req -x509 -config openssl.cnf -extensions self_signed_ext {EC_KEY} -keyout server.key \
                  -out server.pem -days 2 -subj /CN=127.0.0.1"
+            ),
+            b"",
+        );
+        std::fs::copy(d.join("server.pem"), d.join("ca.pem")).expect("copy self-signed cert");
+        Pki { dir: Arc::new(dir) }
+    }
+
+    /// Like `self_signed()`, but valid from `not_before` to `not_after` (`YYYYMMDDHHMMSSZ`), e.g.
+    /// long expired.
+    pub fn self_signed_dated(not_before: &str, not_after: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("harness-pki-")
+            .tempdir()
+            .expect("temp dir for PKI");
+        let d = dir.path();
+        write_openssl_cnf(d);
+        std::fs::write(d.join("index.txt"), "").expect("write CA database");
+        std::fs::write(d.join("serial"), "01\n").expect("write CA serial");
+        openssl(
+            d,
+            &format!(
+                "req -new -config openssl.cnf {EC_KEY} -keyout server.key -out server.csr \
+                 -subj /CN=127.0.0.1"
+            ),
+            b"",
+        );
+        openssl(
+            d,
+            &format!(
+                "ca -batch -config openssl.cnf -selfsign -keyfile server.key -in server.csr \
+                 -out server.pem -notext -extensions self_signed_ext \
+                 -startdate {not_before} -enddate {not_after}"
             ),
             b"",
         );
