@@ -29,6 +29,9 @@ pub struct ImageReport {
     pub reference: String,
     pub names: Vec<String>,
     pub sources: Vec<SourceReport>,
+    /// Where the node would pull this reference otherwise, each with its vector.
+    #[serde(rename = "differsFromNode", skip_serializing_if = "Vec::is_empty")]
+    pub differs_from_node: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -124,12 +127,20 @@ pub fn report(
                 reference: entry.reference_text.clone(),
                 names: entry.names.clone(),
                 sources,
+                differs_from_node: planner.table().departures(&entry.reference),
                 error,
             }
         })
         .collect();
     let mut all_notes = notes.to_vec();
     all_notes.extend(planner.table().warnings().iter().cloned());
+    all_notes.extend(
+        setup
+            .trust
+            .departures
+            .iter()
+            .map(|departure| format!("differs from the node: {departure}")),
+    );
     Report {
         images,
         trust: setup
@@ -163,6 +174,9 @@ impl Report {
             let _ = writeln!(out, "{}{names}", image.reference);
             if let Some(error) = &image.error {
                 let _ = writeln!(out, "  error: {error}");
+            }
+            for departure in &image.differs_from_node {
+                let _ = writeln!(out, "  differs from the node: {departure}");
             }
             for (number, source) in image.sources.iter().enumerate() {
                 let mut marks = Vec::new();

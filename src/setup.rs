@@ -53,6 +53,8 @@ pub struct TrustReport {
     pub loaded: Vec<(String, usize)>,
     /// Bundles that held no certificate (origin), skipped.
     pub skipped: Vec<String>,
+    /// Where this trust is wider than the node's, said once each.
+    pub departures: Vec<String>,
 }
 
 pub struct Setup {
@@ -81,6 +83,15 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
             }
             Ok(count) => trust.loaded.push((origin, count)),
         }
+    }
+    if let Some(name) = &cluster.additional_trusted_ca
+        && cluster.ca_bundles.iter().any(|b| &b.config_map == name)
+    {
+        // The mission's choice, as the operator's own code does: one pool.
+        trust.departures.push(format!(
+            "the node trusts each key of ConfigMap openshift-config/{name} (additionalTrustedCA) for \
+             the registry the key names only; here its CAs join one pool trusted for every registry"
+        ));
     }
     for path in &settings.ca_files {
         let before = roots.extra_count();

@@ -313,3 +313,55 @@ fn a_never_contact_rule_on_a_bare_host_keeps_every_port_uncontacted() {
         .unwrap_or_else(|| panic!("{}", resolved.stdout));
     assert!(run.stderr.contains(said), "{said}\n{}", run.stderr);
 }
+
+/// Rule 5: `resolve` names each departure from the node that applies, with its vector: here the
+/// `:` boundary (vector 11) and the one CA pool (mirror-semantics §4, the mission's choice).
+#[test]
+fn resolve_names_where_a_pull_differs_from_the_node() {
+    let pki = Pki::new();
+    let pem = std::fs::read_to_string(pki.ca_pem()).unwrap();
+    let cluster = dump(&[
+        idms("h", "127.0.0.1", &["mirror.invalid/x".to_string()], false),
+        json!({"apiVersion": "config.openshift.io/v1", "kind": "Image", "metadata": {"name": "cluster"},
+               "spec": {"additionalTrustedCA": {"name": "registry-cas"}}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "registry-cas", "namespace": "openshift-config"},
+               "data": {"127.0.0.1..5000": pem}}),
+    ]);
+    let on_a_port = format!("127.0.0.1:5000/ns/app@sha256:{}", "a".repeat(64));
+    let plain = format!("127.0.0.1/ns/app@sha256:{}", "a".repeat(64));
+    let resolved = Run::new()
+        .args(["resolve", "--cluster-dir"])
+        .arg(cluster.path())
+        .args([&on_a_port, &plain])
+        .run();
+    resolved.assert_code(0);
+    let said: Vec<&str> = resolved
+        .stdout
+        .lines()
+        .filter(|line| line.contains("differs from the node:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "differs from the node: the node matches the rule for 127.0.0.1 on 127.0.0.1:5000 too \
+             (its ':' boundary) and fails this pull rewriting it onto that rule's mirrors \
+             (vectors 11, 13); here the rule does not apply across a port",
+            "note: differs from the node: the node trusts each key of ConfigMap \
+             openshift-config/registry-cas (additionalTrustedCA) for the registry the key names \
+             only; here its CAs join one pool trusted for every registry",
+        ],
+        "{}",
+        resolved.stdout
+    );
+    // The reference on the rule's own port is mirrored as on the node, and said nothing of.
+    assert!(
+        resolved.stdout.contains(&format!(
+            "mirror.invalid/x/ns/app@sha256:{}",
+            "a".repeat(64)
+        )),
+        "{}",
+        resolved.stdout
+    );
+}

@@ -456,6 +456,68 @@ impl MirrorTable {
         Ok(sources)
     }
 
+    /// Where the node would treat `reference` otherwise than [`MirrorTable::pull_sources`] does,
+    /// each with its vector, for `resolve` to say. Blocking is never among them: it is judged as on
+    /// the node.
+    pub fn departures(&self, reference: &Reference) -> Vec<String> {
+        let table = if reference.digest.is_some() {
+            &self.digest
+        } else {
+            &self.tag
+        };
+        let ours = table
+            .iter()
+            .find(|group| scope::covered_len(&group.source, reference).is_some());
+        // The node's entry: the most specific source of either table under its own matching.
+        let node = self.entries.iter().find(|entry| {
+            scope::covered_len(&entry.source, reference).is_some()
+                || scope::node_matches_on_another_port(&entry.source, reference)
+        });
+        let mut departures = Vec::new();
+        if let Some(entry) = node
+            && entry.blocked.is_none()
+            && scope::covered_len(&entry.source, reference).is_none()
+            && table
+                .iter()
+                .any(|group| group.source == entry.source && !group.mirrors.is_empty())
+        {
+            departures.push(format!(
+                "the node matches the rule for {} on {} too (its ':' boundary) and fails this \
+                 pull rewriting it onto that rule's mirrors (vectors 11, 13); here the rule does \
+                 not apply across a port",
+                entry.source, reference.registry
+            ));
+        }
+        if let (Some(group), Some(entry)) = (ours, node)
+            && entry.source != group.source
+            && scope::covered_len(&entry.source, reference).is_some()
+        {
+            departures.push(format!(
+                "the node picks the more specific rule for {}, which has no {} mirrors, and pulls \
+                 from the source alone (vector 37); here the rule for {} applies",
+                entry.source,
+                if reference.digest.is_some() {
+                    "digest"
+                } else {
+                    "tag"
+                },
+                group.source
+            ));
+        }
+        if let Some(group) = ours
+            && let Some(domain) = group.source.strip_prefix("*.")
+            && !scope::node_wildcard_matches(domain, reference)
+        {
+            departures.push(format!(
+                "the node's match for {} looks only at the first '.{domain}' in the name and \
+                 misses this host, so it pulls from the source alone (vector 43); here the rule \
+                 applies",
+                group.source
+            ));
+        }
+        departures
+    }
+
     fn pull_source(
         &self,
         image: &Reference,

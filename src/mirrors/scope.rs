@@ -46,6 +46,29 @@ pub(super) fn covers_any_port(scope: &str, reference: &Reference) -> bool {
     (host_only && host == scope) || covered_len(scope, reference).is_some()
 }
 
+/// Whether the node's `:` boundary makes a `host` or `*.domain` pattern match `reference` on a
+/// port that [`covered_len`] does not cover (vectors 11, 13). Only used to say where we differ.
+pub(super) fn node_matches_on_another_port(pattern: &str, reference: &Reference) -> bool {
+    covered_len(pattern, reference).is_none()
+        && host_without_port(&reference.registry) != reference.registry
+        && covers_any_port(pattern, reference)
+}
+
+/// containers/image's wildcard match: the *first* `.domain` in the name, with no `/` before it and
+/// the end, `:`, `/` or `@` after it. `a.example.com.example.com` is not under `*.example.com`
+/// there (vector 43). Only used to say where we differ.
+pub(super) fn node_wildcard_matches(domain: &str, reference: &Reference) -> bool {
+    let name = reference.name();
+    let dotted = format!(".{domain}");
+    name.find(&dotted).is_some_and(|at| {
+        !name[..at].contains('/')
+            && matches!(
+                name.as_bytes().get(at + dotted.len()),
+                None | Some(b':' | b'/' | b'@')
+            )
+    })
+}
+
 /// Whether an `--insecure-registry` entry names `registry` (`host[:port]`): `host` names every
 /// port of that host, `host:port` that port only. Host names compare without case, as DNS does.
 pub(super) fn names_registry(entry: &str, registry: &str) -> bool {
@@ -270,6 +293,39 @@ mod tests {
                 "{entry} names {registry}"
             );
         }
+    }
+
+    #[test]
+    fn the_nodes_quirks_are_recognised() {
+        assert!(node_matches_on_another_port(
+            "registry.example.com",
+            &r("registry.example.com:5000/ns/app")
+        ));
+        assert!(node_matches_on_another_port(
+            "*.redhat.io",
+            &r("registry.redhat.io:8443/x")
+        ));
+        assert!(!node_matches_on_another_port(
+            "registry.example.com",
+            &r("registry.example.com/ns/app")
+        ));
+        assert!(!node_matches_on_another_port(
+            "registry.example.com/ns",
+            &r("registry.example.com:5000/ns/app")
+        ));
+        assert!(node_wildcard_matches("example.com", &r("a.example.com/x")));
+        assert!(node_wildcard_matches(
+            "example.com",
+            &r("a.example.com:5000/x")
+        ));
+        assert!(!node_wildcard_matches(
+            "example.com",
+            &r("a.example.com.example.com/x")
+        ));
+        assert!(!node_wildcard_matches(
+            "example.com",
+            &r("a.example.community/x")
+        ));
     }
 
     #[test]

@@ -1162,6 +1162,47 @@ fn never_contact_source_on_a_host_blocks_every_port_of_it_without_rewriting() {
     );
 }
 
+/// What `resolve` says where we differ from the node: vectors 11, 37 and 43, and nothing for a
+/// reference both treat alike.
+#[test]
+fn departures_from_the_node_are_named_with_their_vector() {
+    let table = MirrorTable::new(
+        &[
+            idms("h", vec![rule("registry.example.com", &["mirror.local/x"])]),
+            idms("child", vec![rule("quay.io/a/b", &["d.local/b"])]),
+            itms("parent", vec![rule("quay.io/a", &["t.local/a"])]),
+            idms("w", vec![rule("*.example.com", &["m.local"])]),
+        ],
+        &RegistrySources::default(),
+    );
+    let vectors = |reference: &str| -> Vec<String> {
+        table
+            .departures(&r(reference))
+            .iter()
+            .map(|note| {
+                let at = note.find("(vector").expect("a vector");
+                note[at..].split(')').next().unwrap().to_string() + ")"
+            })
+            .collect()
+    };
+    assert_eq!(
+        vectors("registry.example.com:5000/ns/app@D"),
+        ["(vectors 11, 13)"]
+    );
+    assert_eq!(vectors("quay.io/a/b/c:1"), ["(vector 37)"]);
+    assert_eq!(vectors("a.example.com.example.com/x@D"), ["(vector 43)"]);
+    for alike in [
+        "registry.example.com/ns/app@D",
+        "quay.io/a/x:1",
+        "quay.io/a/b/c@D",
+        "a.example.com/x@D",
+        // A tag reference: the IDMS rule's mirrors do not apply on the node either.
+        "registry.example.com:5000/ns/app:1",
+    ] {
+        assert_eq!(vectors(alike), Vec::<String>::new(), "{alike}");
+    }
+}
+
 #[test]
 fn insecure_registry_flags_name_a_host_on_any_port_or_one_port() {
     let table = MirrorTable::new(
