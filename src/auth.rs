@@ -24,6 +24,16 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 pub enum AuthError {
     #[error("pull secret {origin}: {message}")]
     BadPullSecret { origin: String, message: String },
+    /// The entry that answers for a repository cannot be used. A less specific entry is not used
+    /// instead (containers/image `findCredentialsInFile` stops at the first key that matches).
+    #[error(
+        "pull secret {origin}: entry {key:?} is unusable: {reason}; no less specific entry is used instead"
+    )]
+    BadPullSecretEntry {
+        origin: String,
+        key: String,
+        reason: &'static str,
+    },
     #[error("token request to {realm} failed: {cause}")]
     TokenRequest { realm: SafeUrl, cause: String },
     #[error("token request to {realm}: {status}")]
@@ -76,7 +86,61 @@ fn sensitive(value: &str) -> HeaderValue {
 /// The `auths` of a `.dockerconfigjson`, keyed by normalised `host[:port][/namespace…]`.
 #[derive(Debug, Default, Clone)]
 pub struct Keychain {
-    entries: HashMap<String, Credential>,
+    origin: String,
+    entries: HashMap<String, Entry>,
+}
+
+/// One `auths` entry: its key as written, and what it holds. Each is decoded when the pull secret
+/// is read but judged only when it is the one that matches, so a bad entry fails the images it
+/// covers and no others.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    value: EntryValue,
+}
+
+#[derive(Debug, Clone)]
+enum EntryValue {
+    Credential(Credential),
+    /// No `auth` and no user (docker writes `{}` when a credential helper holds the secret): it
+    /// matches and gives no credential, as containers/image `decodeDockerAuth` reads it.
+    Empty,
+    /// Why the entry cannot be used; never its value.
+    Unusable(&'static str),
+}
+
+/// The entry that answers for a repository.
+pub struct Matched<'a> {
+    /// The key as written in the pull secret.
+    pub key: &'a str,
+    value: &'a EntryValue,
+    origin: &'a str,
+}
+
+impl<'a> Matched<'a> {
+    /// The credential to send; none for an empty entry; an error naming the key for an unusable one.
+    pub fn credential(&self) -> Result<Option<&'a Credential>, AuthError> {
+        match self.value {
+            EntryValue::Credential(credential) => Ok(Some(credential)),
+            EntryValue::Empty => Ok(None),
+            EntryValue::Unusable(reason) => Err(AuthError::BadPullSecretEntry {
+                origin: self.origin.to_string(),
+                key: self.key.to_string(),
+                reason,
+            }),
+        }
+    }
+}
+
+/// The key, and what is wrong with the entry if anything (for `resolve`).
+impl fmt::Display for Matched<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.value {
+            EntryValue::Credential(_) => f.write_str(self.key),
+            EntryValue::Empty => write!(f, "{} (empty entry: anonymous)", self.key),
+            EntryValue::Unusable(reason) => write!(f, "{} (unusable: {reason})", self.key),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,47 +190,30 @@ impl Keychain {
     }
 
     fn parse_config(bytes: &[u8], origin: &str) -> Result<Keychain, AuthError> {
-        let bad = |message: String| AuthError::BadPullSecret {
-            origin: origin.to_string(),
-            message,
-        };
-        let config: DockerConfig = serde_json::from_slice(bytes)
-            .map_err(|e| bad(format!("not a .dockerconfigjson: {e}")))?;
-        let mut entries = HashMap::new();
+        let config: DockerConfig =
+            serde_json::from_slice(bytes).map_err(|e| AuthError::BadPullSecret {
+                origin: origin.to_string(),
+                message: format!("not a .dockerconfigjson: {e}"),
+            })?;
+        let mut entries: HashMap<String, Entry> = HashMap::new();
         for (key, auth) in config.auths.unwrap_or_default() {
-            let identity_token = auth.identitytoken.clone().filter(|t| !t.is_empty());
-            let (username, password) = match (&auth.auth, &auth.username, &auth.password) {
-                (Some(encoded), _, _) if !encoded.is_empty() => {
-                    let decoded = BASE64
-                        .decode(encoded.trim())
-                        .map_err(|_| bad(format!("auths[{key:?}].auth is not base64")))?;
-                    let decoded = String::from_utf8(decoded)
-                        .map_err(|_| bad(format!("auths[{key:?}].auth is not UTF-8")))?;
-                    match decoded.split_once(':') {
-                        // With an identity token, docker writes `<token>:` here: the name is a placeholder.
-                        Some((user, password)) if !user.is_empty() || identity_token.is_some() => (
-                            user.to_string(),
-                            password.trim_end_matches('\n').to_string(),
-                        ),
-                        _ => return Err(bad(format!("auths[{key:?}].auth is not user:password"))),
-                    }
-                }
-                (_, Some(user), Some(password)) if !user.is_empty() => {
-                    (user.clone(), password.clone())
-                }
-                _ if identity_token.is_some() => {
-                    (auth.username.clone().unwrap_or_default(), String::new())
-                }
-                _ => continue,
-            };
-            let credential = Credential {
-                username,
-                password,
-                identity_token,
-            };
-            entries.insert(normalise_key(&key), credential);
+            let normalised = normalise_key(&key);
+            // Keys that normalise alike: containers/image tries the key written as the lookup
+            // spells it first (`host` beats `https://host/v1/`), then whichever of the others its
+            // map iteration meets first; here the byte-smallest, so every run picks the same one.
+            let rank = |written: &str| (written != normalised, written.to_string());
+            if let Some(kept) = entries.get(&normalised)
+                && rank(&kept.key) < rank(&key)
+            {
+                continue;
+            }
+            let value = entry_value(auth);
+            entries.insert(normalised, Entry { key, value });
         }
-        Ok(Keychain { entries })
+        Ok(Keychain {
+            origin: origin.to_string(),
+            entries,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -177,20 +224,31 @@ impl Keychain {
         self.entries.is_empty()
     }
 
-    /// The credential for `repository` on `registry` (`host[:port]` actually contacted): the most specific
-    /// namespace entry (`host/org/repo`, then `host/org`), then the host's own entry, as the node does.
-    pub fn lookup(&self, registry: &str, repository: &str) -> Option<&Credential> {
-        self.entry(registry, repository)
-            .map(|(_, credential)| credential)
+    /// The credential for `repository` on `registry` (`host[:port]` actually contacted), from the
+    /// entry [`entry`](Self::entry) finds: an error if that entry is unusable.
+    pub fn lookup(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<&Credential>, AuthError> {
+        match self.entry(registry, repository) {
+            Some(matched) => matched.credential(),
+            None => Ok(None),
+        }
     }
 
-    /// Like `lookup`, with the (normalised) key of the entry that matched.
-    pub fn entry(&self, registry: &str, repository: &str) -> Option<(&str, &Credential)> {
+    /// The most specific entry for `repository` on `registry` (`host/org/repo`, then `host/org`,
+    /// then the host's own entry), as the node does. Only that one is used, whatever it holds.
+    pub fn entry(&self, registry: &str, repository: &str) -> Option<Matched<'_>> {
         let host = normalise_key(registry);
         let mut candidate = format!("{host}/{repository}");
         loop {
-            if let Some((key, credential)) = self.entries.get_key_value(&candidate) {
-                return Some((key.as_str(), credential));
+            if let Some(entry) = self.entries.get(&candidate) {
+                return Some(Matched {
+                    key: &entry.key,
+                    value: &entry.value,
+                    origin: &self.origin,
+                });
             }
             match candidate.rsplit_once('/') {
                 Some((parent, _)) => candidate = parent.to_string(),
@@ -200,14 +258,62 @@ impl Keychain {
     }
 }
 
-/// `https://index.docker.io/v1/` → `docker.io`; `quay.io/org/` → `quay.io/org`; case of the host kept.
+/// What one `auths` entry holds: `auth` (base64 of `user:password`), else `username` and
+/// `password`, else an `identitytoken` alone.
+fn entry_value(auth: DockerAuth) -> EntryValue {
+    let identity_token = auth.identitytoken.filter(|t| !t.is_empty());
+    let (username, password) = match (auth.auth, auth.username, auth.password) {
+        (Some(encoded), _, _) if !encoded.is_empty() => {
+            match decode_auth(&encoded, identity_token.is_some()) {
+                Ok(pair) => pair,
+                Err(reason) => return EntryValue::Unusable(reason),
+            }
+        }
+        (_, Some(user), Some(password)) if !user.is_empty() => (user, password),
+        (_, username, _) if identity_token.is_some() => {
+            (username.unwrap_or_default(), String::new())
+        }
+        _ => return EntryValue::Empty,
+    };
+    EntryValue::Credential(Credential {
+        username,
+        password,
+        identity_token,
+    })
+}
+
+/// `user:password` from an `auth` value; the error says what is wrong, never what is there.
+fn decode_auth(encoded: &str, has_identity_token: bool) -> Result<(String, String), &'static str> {
+    let decoded = BASE64
+        .decode(encoded.trim())
+        .map_err(|_| "auth is not base64")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8")?;
+    match decoded.split_once(':') {
+        // With an identity token, docker writes `<token>:` here: the name is a placeholder.
+        Some((user, password)) if !user.is_empty() || has_identity_token => Ok((
+            user.to_string(),
+            password.trim_end_matches('\n').to_string(),
+        )),
+        _ => Err("auth is not user:password"),
+    }
+}
+
+/// The key an `auths` key is filed under. A URL (`https://…`, `http://…`; docker login's old
+/// form) stands for its host alone: `https://mirror:5000/v1/` → `mirror:5000`. Without a scheme
+/// the path is a namespace and is kept: `quay.io/org/` → `quay.io/org` (containers/image
+/// `normalizeAuthFileKey`). docker.io's other names are docker.io: `https://index.docker.io/v1/`
+/// → `docker.io`. The host's case is kept.
 fn normalise_key(key: &str) -> String {
-    let key = key
+    let (host, path) = match key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let key = key.trim_end_matches('/');
-    let (host, path) = key.split_once('/').unwrap_or((key, ""));
+    {
+        Some(url) => (url.split('/').next().unwrap_or(url), ""),
+        None => {
+            let key = key.trim_end_matches('/');
+            key.split_once('/').unwrap_or((key, ""))
+        }
+    };
     let host = match host {
         "index.docker.io" | "registry-1.docker.io" => "docker.io",
         other => other,
@@ -370,7 +476,7 @@ impl Authenticator {
     }
 
     pub fn has_credentials(&self, registry: &str, repository: &str) -> bool {
-        self.keychain.lookup(registry, repository).is_some()
+        matches!(self.keychain.lookup(registry, repository), Ok(Some(_)))
     }
 
     /// The Authorization header to send to `registry` for pulling `repository` without waiting for a 401,
@@ -382,6 +488,8 @@ impl Authenticator {
         insecure: bool,
         repository: &str,
     ) -> Result<Option<HeaderValue>, AuthError> {
+        // An unusable entry for this repository fails its requests before any is sent.
+        self.keychain.lookup(registry, repository)?;
         let endpoint = (registry.to_string(), insecure);
         let challenge = self.challenges.lock().unwrap().get(&endpoint).cloned();
         match challenge {
@@ -431,7 +539,7 @@ impl Authenticator {
     ) -> Result<Option<HeaderValue>, AuthError> {
         let registry = endpoint.0.as_str();
         let insecure = Insecure::registry(registry, endpoint.1);
-        let credential = self.keychain.lookup(registry, repository);
+        let credential = self.keychain.lookup(registry, repository)?;
         match challenge {
             Challenge::Basic => Ok(credential.map(Credential::basic_header)),
             Challenge::Bearer { realm, service } => {
@@ -656,16 +764,25 @@ mod tests {
             auth("hub:c")
         ));
         assert_eq!(
-            chain.lookup("quay.io", "openshift/capi").unwrap().username,
+            chain
+                .lookup("quay.io", "openshift/capi")
+                .unwrap()
+                .unwrap()
+                .username,
             "ns"
         );
         assert_eq!(
-            chain.lookup("quay.io", "other/capi").unwrap().username,
+            chain
+                .lookup("quay.io", "other/capi")
+                .unwrap()
+                .unwrap()
+                .username,
             "host"
         );
         assert_eq!(
             chain
                 .lookup("docker.io", "library/busybox")
+                .unwrap()
                 .unwrap()
                 .username,
             "hub"
@@ -674,15 +791,24 @@ mod tests {
             chain
                 .lookup("registry-1.docker.io", "library/busybox")
                 .unwrap()
+                .unwrap()
                 .username,
             "hub"
         );
-        assert_eq!(chain.lookup("mirror:5000", "x").unwrap().username, "m");
+        assert_eq!(
+            chain.lookup("mirror:5000", "x").unwrap().unwrap().username,
+            "m"
+        );
         assert!(
-            chain.lookup("mirror", "x").is_none(),
+            chain.lookup("mirror", "x").unwrap().is_none(),
             "the port is part of the key"
         );
-        assert!(chain.lookup("quay.io.evil", "openshift/capi").is_none());
+        assert!(
+            chain
+                .lookup("quay.io.evil", "openshift/capi")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -691,12 +817,12 @@ mod tests {
             r#"{{"auths":{{"r":{{"auth":"{}","identitytoken":"refresh-SECRET"}}}}}}"#,
             BASE64.encode("<token>:")
         ));
-        let credential = chain.lookup("r", "x").unwrap();
+        let credential = chain.lookup("r", "x").unwrap().unwrap();
         assert_eq!(credential.identity_token.as_deref(), Some("refresh-SECRET"));
         assert!(!format!("{chain:?}").contains("refresh-SECRET"));
         let bare = keychain(r#"{"auths":{"r":{"identitytoken":"t"}}}"#);
         assert!(
-            bare.lookup("r", "x").is_some(),
+            bare.lookup("r", "x").unwrap().is_some(),
             "an identity token alone is a credential"
         );
         assert_eq!(
@@ -715,25 +841,170 @@ mod tests {
             "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {config}\n"
         );
         let chain = Keychain::parse(yaml.as_bytes(), "secret.yaml").unwrap();
-        assert_eq!(chain.lookup("r:1", "x").unwrap().username, "u");
+        assert_eq!(chain.lookup("r:1", "x").unwrap().unwrap().username, "u");
     }
 
     #[test]
-    fn malformed_pull_secrets_are_errors_that_name_the_entry() {
-        for (json, expect) in [
-            (r#"{"auths":{"r":{"auth":"%%%"}}}"#, "not base64"),
+    fn only_a_document_that_is_no_dockerconfigjson_fails_the_whole_pull_secret() {
+        let err = Keychain::parse(b"[]", "ps.json").unwrap_err().to_string();
+        assert!(
+            err.contains("not a .dockerconfigjson") && err.contains("ps.json"),
+            "{err}"
+        );
+        // Bad entries are judged when they match (see the no-fallback test), not here.
+        let chain = keychain(r#"{"auths":{"a":{"auth":"%%%"},"b":{"auth":"bm9jb2xvbg=="}}}"#);
+        assert_eq!(chain.len(), 2);
+    }
+
+    /// Keys as containers/image reads them (`normalizeAuthFileKey`, issue item 4): a key with a
+    /// scheme stands for its host alone; without one its path is a namespace and is kept.
+    #[test]
+    fn keys_normalise_as_containers_image_reads_them() {
+        for (key, normalised) in [
             (
-                r#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#,
-                "not user:password",
+                "https://mirror.example.com:5000/v1/",
+                "mirror.example.com:5000",
             ),
-            ("[]", "not a .dockerconfigjson"),
+            (
+                "http://mirror.example.com:5000/v2/ns",
+                "mirror.example.com:5000",
+            ),
+            ("https://mirror.example.com", "mirror.example.com"),
+            ("https://quay.io/org/repo", "quay.io"),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("http://registry-1.docker.io", "docker.io"),
+            ("mirror.example.com:5000", "mirror.example.com:5000"),
+            ("quay.io/org/", "quay.io/org"),
+            ("quay.io/org/repo", "quay.io/org/repo"),
+            ("mirror.example.com:5000/v1", "mirror.example.com:5000/v1"),
+            ("index.docker.io/library", "docker.io/library"),
+            ("index.docker.io/v1/", "docker.io"),
+            ("Registry.Example.com/ns", "Registry.Example.com/ns"),
         ] {
-            let err = Keychain::parse(json.as_bytes(), "ps.json")
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(expect) && err.contains("ps.json"),
-                "{json}: {err}"
+            assert_eq!(normalise_key(key), normalised, "{key}");
+        }
+    }
+
+    /// Only the most specific matching entry is used (containers/image `findCredentialsInFile`,
+    /// issue item 4): an unusable one is an error naming its key, never its value, and a less
+    /// specific entry does not answer instead; the other entries keep working.
+    #[test]
+    fn an_unusable_matching_entry_fails_naming_its_key_with_no_fallback() {
+        let secret_in_bad_entry = BASE64.encode("no-colon-SECRET");
+        let chain = keychain(&format!(
+            r#"{{"auths": {{"r:5000": {{"auth": "{}"}}, "r:5000/ocp": {{"auth": "{secret_in_bad_entry}"}},
+                "r:5000/junk": {{"auth": "%%%-SECRET"}}, "r:5000/latin1": {{"auth": "{}"}},
+                "r:5000/empty": {{}}, "r:5000/nouser": {{"auth": "{}"}}}}}}"#,
+            BASE64.encode("host:pw"),
+            BASE64.encode([0xff, b':', b'p']),
+            BASE64.encode(":pw"),
+        ));
+        for (repository, expected) in [
+            ("ocp/capi", Err(("r:5000/ocp", "auth is not user:password"))),
+            ("ocp", Err(("r:5000/ocp", "auth is not user:password"))),
+            ("junk/x", Err(("r:5000/junk", "auth is not base64"))),
+            ("latin1/x", Err(("r:5000/latin1", "auth is not UTF-8"))),
+            (
+                "nouser/x",
+                Err(("r:5000/nouser", "auth is not user:password")),
+            ),
+            ("empty/x", Ok(None)),
+            ("ocp-other/x", Ok(Some("host"))),
+            ("other/x", Ok(Some("host"))),
+        ] {
+            let got = chain
+                .lookup("r:5000", repository)
+                .map(|c| c.map(|c| c.username.as_str()));
+            match (got, expected) {
+                (Ok(user), Ok(expected)) => assert_eq!(user, expected, "{repository}"),
+                (Err(error), Err((key, reason))) => {
+                    assert!(
+                        matches!(&error, AuthError::BadPullSecretEntry { origin, key: k, reason: r }
+                            if origin == "test" && k == key && *r == reason),
+                        "{repository}: {error:?}"
+                    );
+                    let shown = error.to_string();
+                    assert!(shown.contains(&format!("{key:?}")), "{shown}");
+                    assert!(
+                        !shown.contains("SECRET") && !shown.contains(&secret_in_bad_entry),
+                        "{shown}"
+                    );
+                }
+                (got, expected) => panic!("{repository}: got {got:?}, expected {expected:?}"),
+            }
+        }
+        let shown = |repository: &str| chain.entry("r:5000", repository).unwrap().to_string();
+        assert_eq!(
+            shown("ocp/x"),
+            "r:5000/ocp (unusable: auth is not user:password)"
+        );
+        assert_eq!(shown("empty/x"), "r:5000/empty (empty entry: anonymous)");
+        assert_eq!(shown("other/x"), "r:5000");
+    }
+
+    /// An old-style URL key answers for its host (issue item 4); among keys that normalise alike,
+    /// the one written as the host wins, then the byte-smallest, whatever the document order.
+    #[test]
+    fn keys_that_normalise_alike_are_chosen_deterministically() {
+        let entry =
+            |user: &str| format!(r#"{{"auth": "{}"}}"#, BASE64.encode(format!("{user}:pw")));
+        let user_for = |keys: &[(&str, &str)], registry: &str| {
+            let auths: Vec<String> = keys
+                .iter()
+                .map(|(key, user)| format!("{key:?}: {}", entry(user)))
+                .collect();
+            let chain = keychain(&format!(r#"{{"auths": {{{}}}}}"#, auths.join(",")));
+            let matched = chain.entry(registry, "ns/repo").map(|m| m.key.to_string());
+            let user = chain
+                .lookup(registry, "ns/repo")
+                .unwrap()
+                .map(|c| c.username.clone());
+            (matched, user)
+        };
+        let url_only = [("https://m:5000/v1/", "url")];
+        assert_eq!(
+            user_for(&url_only, "m:5000"),
+            (Some("https://m:5000/v1/".into()), Some("url".into()))
+        );
+        for keys in [
+            [
+                ("https://m:5000/v1/", "url"),
+                ("m:5000", "host"),
+                ("http://m:5000", "plain"),
+            ],
+            [
+                ("http://m:5000", "plain"),
+                ("https://m:5000/v1/", "url"),
+                ("m:5000", "host"),
+            ],
+        ] {
+            assert_eq!(
+                user_for(&keys, "m:5000"),
+                (Some("m:5000".into()), Some("host".into()))
+            );
+        }
+        for keys in [
+            [("https://m:5000/v1/", "url"), ("http://m:5000", "plain")],
+            [("http://m:5000", "plain"), ("https://m:5000/v1/", "url")],
+        ] {
+            assert_eq!(
+                user_for(&keys, "m:5000"),
+                (Some("http://m:5000".into()), Some("plain".into()))
+            );
+        }
+        for keys in [
+            [
+                ("https://index.docker.io/v1/", "url"),
+                ("docker.io", "host"),
+            ],
+            [
+                ("docker.io", "host"),
+                ("https://index.docker.io/v1/", "url"),
+            ],
+        ] {
+            assert_eq!(
+                user_for(&keys, "registry-1.docker.io"),
+                (Some("docker.io".into()), Some("host".into()))
             );
         }
     }
@@ -746,7 +1017,7 @@ mod tests {
         ));
         let shown = format!(
             "{chain:?} {:?}",
-            chain.lookup("r", "x").unwrap().basic_header()
+            chain.lookup("r", "x").unwrap().unwrap().basic_header()
         );
         assert!(
             !shown.contains("pw-SECRET") && !shown.contains(&BASE64.encode("user:pw-SECRET")),

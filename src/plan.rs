@@ -19,7 +19,8 @@ pub struct PlannedSource {
     pub pull: PullSource,
     /// The registry host actually contacted and the repository there.
     pub source: Source,
-    /// The key of the pull-secret entry used for it, if any.
+    /// The key of the pull-secret entry used for it, if any, as written there; with why the entry
+    /// gives no credential when it gives none (`resolve` shows it).
     pub credential: Option<String>,
 }
 
@@ -52,7 +53,7 @@ impl Planner {
                 let credential = self
                     .keychain
                     .entry(&source.registry, &source.repository)
-                    .map(|(key, _)| key.to_string());
+                    .map(|matched| matched.to_string());
                 PlannedSource {
                     pull,
                     source,

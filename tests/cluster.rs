@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{ApiRequest, ApiServer, Fault, Pki};
+use common::{
+    ApiRequest, ApiServer, Extract, Fault, Image, Layer, Pki, Registry, RegistryOpts, index_image,
+    provider_layer, read_index,
+};
 use provider_images::cluster::{self, CaBundle, ClusterConfig, ClusterError, ClusterSource};
 use provider_images::mirrors::{MirrorKind, SourcePolicy};
 use serde_json::{Value, json};
@@ -390,6 +393,159 @@ fn api_nothing_installed_or_present_reads_as_empty() {
         ]
     );
     assert_eq!(api.sorted_requests(), sorted(base_requests()));
+}
+
+/// A connected run against a cluster with nothing installed (every read 404s with a Status, no
+/// CRDs) pulls as if the cluster were empty, exit 0 (design: missing optional things are not
+/// errors; issue item 6). The binary, through KUBECONFIG, not only the reader.
+#[test]
+fn api_nothing_installed_extract_pulls_plainly_and_exits_0() {
+    let registry = Registry::start(RegistryOpts::default());
+    registry.push_image(
+        "p/plain",
+        Some("v1"),
+        &Image::new(vec![Layer::gzip(&provider_layer(&[(
+            "default",
+            "name: aws\n",
+            "kind: Deployment\n",
+        )]))]),
+    );
+    let reference = format!("{}/p/plain:v1", registry.host());
+    let api = ApiServer::start();
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .kubeconfig(&api.kubeconfig())
+        .trust(&registry)
+        .image("plain", &reference)
+        .run(out.path());
+    run.assert_code(0);
+    let index = read_index(out.path());
+    assert_eq!(
+        index_image(&index, &reference)["source"]
+            .as_str()
+            .unwrap()
+            .split('@')
+            .next(),
+        Some(format!("{}/p/plain", registry.host()).as_str())
+    );
+    for note in [TRUSTED_MISSING, USER_MISSING, IMAGE_MISSING, SECRET_MISSING] {
+        assert!(
+            run.stderr.contains(note),
+            "no note {note:?}:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(api.sorted_requests(), sorted(base_requests()));
+}
+
+/// Any answer but a 404 on any cluster read (403, 500, or no answer within the call timeout)
+/// fails the read with an API error naming that read, exit 3 (design: exit codes; issue item 6).
+/// The image names an additionalTrustedCA map so that its read is one of the rows.
+#[test]
+fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
+    const CALL_TIMEOUT: Duration = Duration::from_millis(300);
+    let reads = [
+        (
+            "/apis/config.openshift.io/v1/imagedigestmirrorsets",
+            "list",
+            "imagedigestmirrorsets.config.openshift.io",
+        ),
+        (
+            "/apis/config.openshift.io/v1/imagetagmirrorsets",
+            "list",
+            "imagetagmirrorsets.config.openshift.io",
+        ),
+        (
+            "/apis/operator.openshift.io/v1alpha1/imagecontentsourcepolicies",
+            "list",
+            "imagecontentsourcepolicies.operator.openshift.io",
+        ),
+        (
+            "/apis/config.openshift.io/v1/images/cluster",
+            "get",
+            "images.config.openshift.io/cluster",
+        ),
+        (
+            "/api/v1/namespaces/openshift-config-managed/configmaps/trusted-ca-bundle",
+            "get",
+            "ConfigMap openshift-config-managed/trusted-ca-bundle",
+        ),
+        (
+            "/api/v1/namespaces/openshift-config/configmaps/user-ca-bundle",
+            "get",
+            "ConfigMap openshift-config/user-ca-bundle",
+        ),
+        (
+            "/api/v1/namespaces/openshift-config/configmaps/registry-cas",
+            "get",
+            "ConfigMap openshift-config/registry-cas",
+        ),
+        (
+            "/api/v1/namespaces/openshift-config/secrets/pull-secret",
+            "get",
+            "Secret openshift-config/pull-secret",
+        ),
+    ];
+    let faults = [
+        (Fault::Forbidden, "HTTP 403 Forbidden: "),
+        (Fault::Internal, "HTTP 500 InternalError: "),
+        // Longer than the call timeout; the answer never matters.
+        (Fault::Delay(Duration::from_secs(2)), "timed out"),
+    ];
+    let mut wrong = Vec::new();
+    for (path, verb, resource) in reads {
+        for (fault, cause_start) in &faults {
+            let api = ApiServer::start();
+            api.serve_openshift();
+            api.put(image(
+                json!({"additionalTrustedCA": {"name": "registry-cas"}}),
+            ));
+            api.fail(path, fault.clone());
+            let source = ClusterSource::Api {
+                kubeconfig: Some(api.kubeconfig()),
+            };
+            let result = runtime().block_on(cluster::read_with_timeout(&source, CALL_TIMEOUT));
+            match result {
+                Err(error @ ClusterError::Api { .. })
+                    if error.exit_code() == 3
+                        && matches!(&error, ClusterError::Api { verb: v, resource: r, cause }
+                            if *v == verb && r == resource && cause.starts_with(cause_start)) => {}
+                other => wrong.push(format!("{path} {fault:?}: {other:?}")),
+            }
+            if matches!(fault, Fault::Delay(_)) {
+                // Its server waits out the delayed answer when dropped: not this test's time.
+                std::thread::spawn(move || drop(api));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "rows that did not fail as expected:\n{}",
+        wrong.join("\n")
+    );
+
+    // The binary maps that error to exit 3 and names the read.
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.fail(
+        "/api/v1/namespaces/openshift-config/secrets/pull-secret",
+        Fault::Internal,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run = Extract::new()
+        .kubeconfig(&api.kubeconfig())
+        .image(
+            "x",
+            &format!("quay.io/openshift/x@sha256:{}", "b".repeat(64)),
+        )
+        .run(out.path());
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains("get Secret openshift-config/pull-secret: HTTP 500 InternalError"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
