@@ -151,8 +151,6 @@ struct DockerConfig {
 #[derive(Deserialize, Default)]
 struct DockerAuth {
     auth: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
     identitytoken: Option<String>,
 }
 
@@ -258,20 +256,17 @@ impl Keychain {
     }
 }
 
-/// What one `auths` entry holds: `auth` (base64 of `user:password`), else `username` and
-/// `password`, else an `identitytoken` alone.
+/// What one `auths` entry holds: `auth` (base64 of `user:password`), with an `identitytoken`
+/// beside it if any. containers/image reads nothing else: `username`/`password` fields and an
+/// identity token without `auth` give no credential there, so none here either.
 fn entry_value(auth: DockerAuth) -> EntryValue {
     let identity_token = auth.identitytoken.filter(|t| !t.is_empty());
-    let (username, password) = match (auth.auth, auth.username, auth.password) {
-        (Some(encoded), _, _) if !encoded.is_empty() => {
+    let (username, password) = match auth.auth {
+        Some(encoded) if !encoded.is_empty() => {
             match decode_auth(&encoded, identity_token.is_some()) {
                 Ok(pair) => pair,
                 Err(reason) => return EntryValue::Unusable(reason),
             }
-        }
-        (_, Some(user), Some(password)) if !user.is_empty() => (user, password),
-        (_, username, _) if identity_token.is_some() => {
-            (username.unwrap_or_default(), String::new())
         }
         _ => return EntryValue::Empty,
     };
@@ -298,33 +293,23 @@ fn decode_auth(encoded: &str, has_identity_token: bool) -> Result<(String, Strin
     }
 }
 
-/// The key an `auths` key is filed under. A URL (`https://…`, `http://…`; docker login's old
-/// form) stands for its host alone: `https://mirror:5000/v1/` → `mirror:5000`. Without a scheme
-/// the path is a namespace and is kept: `quay.io/org/` → `quay.io/org` (containers/image
-/// `normalizeAuthFileKey`). docker.io's other names are docker.io: `https://index.docker.io/v1/`
-/// → `docker.io`. The host's case is kept.
+/// The key an `auths` key is filed under, as containers/image `normalizeAuthFileKey` reads it. A
+/// URL (`https://…`, `http://…`; docker login's old form) stands for its host alone:
+/// `https://mirror:5000/v1/` → `mirror:5000`. Without a scheme the key is kept as written, a
+/// namespace if it has a path: `quay.io/org` covers `quay.io/org/…`, while `quay.io/org/` and
+/// `index.docker.io/library` match nothing there, so nothing here. Only a bare host of docker.io's
+/// other names is docker.io: `index.docker.io`, `https://index.docker.io/v1/` → `docker.io`.
 fn normalise_key(key: &str) -> String {
-    let (host, path) = match key
+    let key = match key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
     {
-        Some(url) => (url.split('/').next().unwrap_or(url), ""),
-        None => {
-            let key = key.trim_end_matches('/');
-            key.split_once('/').unwrap_or((key, ""))
-        }
+        Some(url) => url.split('/').next().unwrap_or(url),
+        None => key,
     };
-    let host = match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io",
-        other => other,
-    };
-    if host == "docker.io" && (path == "v1" || path == "v2") {
-        return host.to_string();
-    }
-    if path.is_empty() {
-        host.to_string()
-    } else {
-        format!("{host}/{path}")
+    match key {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -758,10 +743,11 @@ mod tests {
         let auth = |s: &str| BASE64.encode(s);
         let chain = keychain(&format!(
             r#"{{"auths": {{"quay.io": {{"auth": "{}"}}, "quay.io/openshift": {{"auth": "{}"}},
-                "https://index.docker.io/v1/": {{"auth": "{}"}}, "mirror:5000": {{"username": "m", "password": "p"}}}}}}"#,
+                "https://index.docker.io/v1/": {{"auth": "{}"}}, "mirror:5000": {{"auth": "{}"}}}}}}"#,
             auth("host:a"),
             auth("ns:b"),
-            auth("hub:c")
+            auth("hub:c"),
+            auth("m:p")
         ));
         assert_eq!(
             chain
@@ -820,11 +806,14 @@ mod tests {
         let credential = chain.lookup("r", "x").unwrap().unwrap();
         assert_eq!(credential.identity_token.as_deref(), Some("refresh-SECRET"));
         assert!(!format!("{chain:?}").contains("refresh-SECRET"));
-        let bare = keychain(r#"{"auths":{"r":{"identitytoken":"t"}}}"#);
-        assert!(
-            bare.lookup("r", "x").unwrap().is_some(),
-            "an identity token alone is a credential"
+        // containers/image reads an identity token only beside an `auth`, and never the
+        // `username`/`password` fields: such entries match and give no credential.
+        let bare = keychain(
+            r#"{"auths":{"r":{"identitytoken":"t"},"s":{"username":"u","password":"p"},"s/ns":{"auth":"dTpw"}}}"#,
         );
+        assert!(bare.lookup("r", "x").unwrap().is_none());
+        assert!(bare.lookup("s", "x").unwrap().is_none());
+        assert!(bare.lookup("s", "ns/x").unwrap().is_some());
         assert_eq!(
             refresh_token_form("a&b", Some("svc"), "repository:x/y:pull"),
             "grant_type=refresh_token&client_id=provider-images&refresh_token=a%26b&scope=repository%3Ax%2Fy%3Apull&service=svc"
@@ -874,11 +863,14 @@ mod tests {
             ("https://index.docker.io/v1/", "docker.io"),
             ("http://registry-1.docker.io", "docker.io"),
             ("mirror.example.com:5000", "mirror.example.com:5000"),
-            ("quay.io/org/", "quay.io/org"),
+            // Without a scheme the key is used as written, so these match no reference.
+            ("quay.io/org/", "quay.io/org/"),
             ("quay.io/org/repo", "quay.io/org/repo"),
             ("mirror.example.com:5000/v1", "mirror.example.com:5000/v1"),
-            ("index.docker.io/library", "docker.io/library"),
-            ("index.docker.io/v1/", "docker.io"),
+            ("index.docker.io/library", "index.docker.io/library"),
+            ("index.docker.io/v1/", "index.docker.io/v1/"),
+            ("index.docker.io", "docker.io"),
+            ("registry-1.docker.io", "docker.io"),
             ("Registry.Example.com/ns", "Registry.Example.com/ns"),
         ] {
             assert_eq!(normalise_key(key), normalised, "{key}");
