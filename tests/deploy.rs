@@ -27,9 +27,22 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-/// Where the operator and the Job publish, and where the operator reads.
-const OUTPUT: &str = "/var/lib/provider-images";
+/// Where the initContainer and the Job publish, and where the operator reads.
+const OUTPUT: &str = "/var/lib/provider-manifests";
+
+// Facts of the operator this is built for (openshift/cluster-capi-operator d87b55475,
+// manifests/0000_30_cluster-api-installer_*), written here as facts, not read back from deploy/.
+const OPERATOR_NAMESPACE: &str = "openshift-cluster-api-operator";
+const OPERATOR_DEPLOYMENT: &str = "capi-operator";
+const OPERATOR_CONTAINER: &str = "capi-operator";
+const OPERATOR_SERVICE_ACCOUNT: &str = "capi-operator";
 const IMAGES_CONFIG_MAP: &str = "cluster-capi-operator-images";
+const IMAGES_KEY: &str = "images.json";
+/// The operator's volume for that ConfigMap, and where its container mounts it.
+const IMAGES_VOLUME: &str = "images";
+const IMAGES_MOUNT: &str = "/etc/cluster-api-config-images";
+/// Where the operator at that commit writes its own pulls (`PROVIDER_IMAGE_DIR`'s default).
+const OPERATOR_PULL_DIR: &str = "/var/lib/provider-images";
 /// The additionalTrustedCA ConfigMap of the test cluster: a name the admin chose, which appears
 /// nowhere in deploy/.
 const ADDITIONAL_CA: &str = "registry-cas-chosen-by-the-admin";
@@ -456,7 +469,7 @@ fn rbac_allows_every_cluster_read_and_nothing_else() {
     let accounts = workload_accounts(&deploy);
     assert!(
         accounts.contains(&(
-            "openshift-cluster-api".to_string(),
+            OPERATOR_NAMESPACE.to_string(),
             "provider-images".to_string()
         )),
         "{accounts:?}"
@@ -628,14 +641,15 @@ fn assert_provider_images(pod: &PodSpec, container: &Container) -> String {
         .expect("images.json from a ConfigMap");
     assert_eq!(config_map.name, IMAGES_CONFIG_MAP);
     let file = extract.images_json.file_name().unwrap().to_str().unwrap();
-    assert!(
-        config_map
-            .items
+    // Without items every key is a file of its name.
+    let mounted_as = match &config_map.items {
+        None => Some(IMAGES_KEY),
+        Some(items) => items
             .iter()
-            .flatten()
-            .any(|item| item.key == "images.json" && item.path == file),
-        "key images.json mounted as {file}"
-    );
+            .find(|item| item.key == IMAGES_KEY)
+            .map(|item| item.path.as_str()),
+    };
+    assert_eq!(mounted_as, Some(file), "key {IMAGES_KEY} mounted as {file}");
 
     let (output_volume, read_only) = mount(container, OUTPUT);
     assert!(!read_only, "provider-images writes {OUTPUT}");
@@ -713,4 +727,128 @@ fn the_job_re_extracts_into_a_claim_with_the_service_account() {
         "the claim {} is in deploy/",
         claim.claim_name
     );
+}
+
+/// deploy/ names the operator as it ships (issue 9 item 1): its Deployment, namespace and
+/// ServiceAccount, its existing images volume (no second one for the same ConfigMap), an output
+/// the operator does not write itself, the cluster proxy injected into the initContainer, and the
+/// Job, its claim and its ServiceAccount beside the operator.
+#[test]
+fn deploy_names_the_operator_as_it_ships() {
+    let deploy = load();
+    let deployment = &deploy.deployments[0];
+    assert_eq!(
+        deployment.metadata.name.as_deref(),
+        Some(OPERATOR_DEPLOYMENT)
+    );
+    assert_eq!(
+        deployment.metadata.namespace.as_deref(),
+        Some(OPERATOR_NAMESPACE)
+    );
+    let injected = deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("config.openshift.io/inject-proxy"))
+        .expect("the cluster proxy is injected");
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let mut named: Vec<&str> = injected.split(',').map(str::trim).collect();
+    named.sort();
+    assert_eq!(named, [OPERATOR_CONTAINER, "provider-images"]);
+    // The CVO fails the Deployment if a container it is told to inject into does not exist.
+    container(&pod.containers, OPERATOR_CONTAINER);
+    container(
+        pod.init_containers.as_deref().unwrap_or_default(),
+        "provider-images",
+    );
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some(OPERATOR_SERVICE_ACCOUNT)
+    );
+
+    let images = volume(pod, IMAGES_VOLUME);
+    assert_eq!(
+        images.config_map.as_ref().map(|c| c.name.as_str()),
+        Some(IMAGES_CONFIG_MAP)
+    );
+    let volumes_of_the_config_map = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == Some(IMAGES_CONFIG_MAP))
+        .count();
+    assert_eq!(volumes_of_the_config_map, 1, "no second images volume");
+    let operator = container(&pod.containers, OPERATOR_CONTAINER);
+    assert_eq!(
+        mount(operator, IMAGES_MOUNT),
+        (IMAGES_VOLUME.to_string(), true)
+    );
+    let init = container(
+        pod.init_containers.as_deref().unwrap_or_default(),
+        "provider-images",
+    );
+    assert_eq!(mount(init, IMAGES_MOUNT), (IMAGES_VOLUME.to_string(), true));
+    let args = init.args.clone().unwrap();
+    let images_json = format!("{IMAGES_MOUNT}/{IMAGES_KEY}");
+    assert!(
+        args.windows(2)
+            .any(|pair| pair[0] == "--images-json" && pair[1] == images_json),
+        "{args:?}"
+    );
+    for container in pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+    {
+        assert!(
+            container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.mount_path != OPERATOR_PULL_DIR),
+            "{}: nothing mounted where the operator writes its own pulls",
+            container.name
+        );
+    }
+
+    let binding_subjects: BTreeSet<(String, String)> = deploy
+        .cluster_role_bindings
+        .iter()
+        .flat_map(|b| b.subjects.iter().flatten())
+        .chain(
+            deploy
+                .role_bindings
+                .iter()
+                .flat_map(|b| b.subjects.iter().flatten()),
+        )
+        .map(|s| (s.namespace.clone().unwrap_or_default(), s.name.clone()))
+        .collect();
+    assert!(binding_subjects.contains(&(
+        OPERATOR_NAMESPACE.to_string(),
+        OPERATOR_SERVICE_ACCOUNT.to_string()
+    )));
+    for (namespace, _) in &binding_subjects {
+        assert_eq!(namespace, OPERATOR_NAMESPACE);
+    }
+    let job = &deploy.jobs[0];
+    assert_eq!(job.metadata.namespace.as_deref(), Some(OPERATOR_NAMESPACE));
+    for claim in &deploy.claims {
+        assert_eq!(
+            claim.metadata.namespace.as_deref(),
+            Some(OPERATOR_NAMESPACE)
+        );
+    }
+    for account in &deploy.service_accounts {
+        assert_eq!(
+            account.metadata.namespace.as_deref(),
+            Some(OPERATOR_NAMESPACE)
+        );
+    }
 }
