@@ -268,8 +268,13 @@ fn init_logging(format: Option<LogFormat>) {
         Some(format) => format == LogFormat::Json,
         None => !std::io::stderr().is_terminal(),
     };
+    // Colours only for a person at a terminal who did not opt out (https://no-color.org): a text
+    // log written to a file must not fill with escape codes.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();

@@ -789,3 +789,17 @@ fn an_identity_token_is_exchanged_at_the_realm_for_access_tokens() {
         "the identity token leaked"
     );
 }
+
+/// A text log written to a file or pipe has no colour codes (issue 9 item 4): colours are for a
+/// terminal only.
+#[test]
+fn a_text_log_that_is_not_a_terminal_has_no_colour_codes() {
+    let run = Run::new()
+        .args(["resolve", "--no-cluster", "--log-format", "text"])
+        .arg(format!("quay.io/openshift/x@sha256:{}", "c".repeat(64)))
+        .env("RUST_LOG", "debug")
+        .run();
+    run.assert_code(0);
+    assert!(!run.stderr.is_empty(), "the run logs");
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+}

@@ -70,6 +70,8 @@ pub(crate) struct Fallback {
     reason: String,
     /// A digest or answer that does not match what was vouched for: worth a warning.
     suspicious: bool,
+    /// The layer never could have been pulled partially (it has no TOC): not worth a line at info.
+    ordinary: bool,
 }
 
 impl Fallback {
@@ -77,12 +79,22 @@ impl Fallback {
         Fallback {
             reason: reason.into(),
             suspicious: false,
+            ordinary: false,
+        }
+    }
+
+    /// An ordinary layer, without a TOC: the run's summary counts it, no line of its own at info.
+    fn ordinary(reason: impl Into<String>) -> Fallback {
+        Fallback {
+            ordinary: true,
+            ..Fallback::plain(reason)
         }
     }
 
     fn suspicious(reason: impl Into<String>) -> Fallback {
         Fallback {
             reason: reason.into(),
+            ordinary: false,
             suspicious: true,
         }
     }
@@ -145,6 +157,8 @@ impl Partial {
                     // The flag is the reason for every layer; the run's summary says so once.
                 } else if fallback.suspicious {
                     tracing::warn!(layer = %layer.digest, reason = %fallback.reason, "partial pull refused; pulling the layer whole");
+                } else if fallback.ordinary {
+                    tracing::debug!(layer = %layer.digest, reason = %fallback.reason, "pulling the layer whole");
                 } else {
                     tracing::info!(layer = %layer.digest, reason = %fallback.reason, "pulling the layer whole");
                 }
@@ -241,7 +255,7 @@ async fn pull(
     } else if let Some(found) = estargz::find(layer)? {
         Found::Estargz(found)
     } else {
-        return Err(Fallback::plain("no TOC annotations"));
+        return Err(Fallback::ordinary("no TOC annotations"));
     };
     if layer.size < MIN_PARTIAL {
         return Err(Fallback::plain(format!(
