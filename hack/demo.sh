@@ -3,7 +3,8 @@
 # auth) holds two sample provider images; a cluster dump (as `oc get -o yaml` prints it) says that
 # quay.io and registry.ci.openshift.org are mirrored there (ImageDigestMirrorSet with NeverContactSource,
 # ImageContentSourcePolicy), carries the mirror's CA in trusted-ca-bundle and the pull secret; images.json
-# names the *source* registries by digest. `resolve` shows the plan, `extract` pulls from the mirror and
+# names the *source* registries by digest, and the dump holds it as the operator's images ConfigMap.
+# `resolve` reads the list from the dump and shows the plan, `extract` pulls from the mirror and
 # publishes the tree; the demo fails unless every image was served by the mirror. Stops everything it
 # started; re-runnable (KEEP_LAB=1 keeps the lab directory). Needs root for apt-get on a fresh machine.
 set -euo pipefail
@@ -129,6 +130,11 @@ cat >"$LAB/images.json" <<JSON
 JSON
 echo "== images.json names the source registries:"
 cat "$LAB/images.json"
+# The operator's images ConfigMap, as the dump holds it: resolve reads the list from there.
+{
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cluster-capi-operator-images\n  namespace: openshift-cluster-api-operator\ndata:\n  images.json: |\n'
+    sed 's/^/    /' "$LAB/images.json"
+} >"$CLUSTER/cluster-capi-operator-images.yaml"
 for source in quay.io registry.ci.openshift.org; do
     if curl -s -o /dev/null -m 3 "https://$source/v2/"; then
         echo "   $source is reachable from here, but the mirror comes first"
@@ -137,9 +143,8 @@ for source in quay.io registry.ci.openshift.org; do
     fi
 done
 
-echo "== provider-images resolve --cluster-dir cluster/ --images-json images.json"
-if ! "$BIN" resolve --cluster-dir "$CLUSTER" --images-json "$LAB/images.json" --log-format text \
-    2>"$LAB/resolve.log"; then
+echo "== provider-images resolve --cluster-dir cluster/   (the image list from the dump's cluster-capi-operator-images)"
+if ! "$BIN" resolve --cluster-dir "$CLUSTER" --log-format text 2>"$LAB/resolve.log"; then
     cat "$LAB/resolve.log" >&2
     exit 1
 fi

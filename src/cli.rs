@@ -27,9 +27,9 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
     /// The images to resolve, as for extract.
-    #[arg(long, value_name = "FILE", required_unless_present = "references")]
+    #[arg(long, value_name = "FILE|DIR")]
     pub images_json: Option<PathBuf>,
-    /// Image references to resolve (instead of --images-json).
+    /// Image references to resolve (instead of --images-json or the cluster's list).
     #[arg(value_name = "REF", conflicts_with = "images_json")]
     pub references: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
@@ -46,9 +46,10 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
-    /// The images to pull: a flat JSON object {"component-name": "image-ref", ...}.
-    #[arg(long, env = "IMAGES_JSON", value_name = "FILE")]
-    pub images_json: PathBuf,
+    /// The images to pull: a flat JSON object {"component-name": "image-ref", ...}, or a mounted
+    /// ConfigMap (its images.json, else one reference per key); default: the cluster's (--namespace).
+    #[arg(long, env = "IMAGES_JSON", value_name = "FILE|DIR")]
+    pub images_json: Option<PathBuf>,
     /// Where the tree is published (may be a mount point).
     #[arg(long, env = "PROVIDER_IMAGE_DIR", value_name = "DIR")]
     pub output: PathBuf,
@@ -99,6 +100,10 @@ pub struct CommonArgs {
     /// Read nothing from a cluster (--pull-secret and --ca-file still apply).
     #[arg(long)]
     pub no_cluster: bool,
+    /// Where the operator's images ConfigMaps are read (cluster-capi-operator-images key images.json,
+    /// else capi-installer-images) when no list is given; never the kubeconfig context's namespace.
+    #[arg(long, value_name = "NAMESPACE", default_value = crate::cluster::DEFAULT_NAMESPACE, value_parser = parse_namespace)]
+    pub namespace: String,
     /// Egress proxy (http:// or https://, optionally user:password@) for registries and the
     /// cluster API; replaces HTTPS_PROXY and HTTP_PROXY.
     #[arg(long, value_name = "URL")]
@@ -115,6 +120,20 @@ pub struct CommonArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A namespace name: a DNS label (lowercase letters, digits and '-', at most 63).
+pub fn parse_namespace(text: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = text.len() <= 63
+        && text.starts_with(ok)
+        && text.ends_with(ok)
+        && text.chars().all(|c| ok(c) || c == '-');
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!("invalid namespace {text:?} (a DNS label)"))
+    }
 }
 
 /// `500ms`, `30s`, `10m`, `1h`, or combinations like `1m30s`.
@@ -243,10 +262,19 @@ mod tests {
         };
         assert_eq!(args.references, ["quay.io/a/b:c"]);
         assert_eq!(args.format, ReportFormat::Text);
-        assert!(
-            Cli::try_parse_from(["provider-images", "resolve"]).is_err(),
-            "something to resolve is required"
-        );
+        // Without a list or references, the cluster's list (issue 15 item 3).
+        let cli = Cli::try_parse_from(["provider-images", "resolve"]).unwrap();
+        let Command::Resolve(args) = cli.command else {
+            panic!("resolve expected")
+        };
+        assert!(args.images_json.is_none() && args.references.is_empty());
+        assert_eq!(args.common.namespace, "openshift-cluster-api-operator");
+        for bad in ["", "Upper", "a/b", "-a", "a-"] {
+            assert!(
+                Cli::try_parse_from(["provider-images", "resolve", "--namespace", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
         assert!(
             Cli::try_parse_from([
                 "provider-images",

@@ -1,5 +1,7 @@
-//! Reading images.json (the operator's images ConfigMap, `{"component-name": "image-ref", ...}`)
-//! and naming each image's volume the way the operator does.
+//! Reading images.json (the operator's images ConfigMap, `{"component-name": "image-ref", ...}`),
+//! or a ConfigMap's keys as component names with one reference each (the operator's newer
+//! `capi-installer-images`), from a file, a mounted ConfigMap volume or the cluster; and naming
+//! each image's volume the way the operator does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,9 @@ pub enum ImagesError {
         #[source]
         source: ReferenceError,
     },
+    /// A directory given as `--images-json` holding something a ConfigMap volume does not.
+    #[error("{}: {why} (expected a ConfigMap volume: images.json, or one file per key)", path.display())]
+    NotAConfigMapVolume { path: PathBuf, why: String },
 }
 
 /// Parses and validates every entry before anything is pulled; duplicate refs (same text as
@@ -73,7 +78,28 @@ pub fn parse_images_json(bytes: &[u8], source: &str) -> Result<Vec<ImageEntry>, 
             found: json_type(&value),
         });
     };
+    entries_of(object, source)
+}
 
+/// Entries from `{component-name: reference}` pairs: the keys of a ConfigMap such as
+/// `capi-installer-images`, or the files of its volume. Values are used as written, as the
+/// operator uses them; validated, merged and sorted as [`parse_images_json`] does.
+pub fn from_named_references(
+    pairs: BTreeMap<String, String>,
+    source: &str,
+) -> Result<Vec<ImageEntry>, ImagesError> {
+    let object = pairs
+        .into_iter()
+        .map(|(key, value)| (key, Value::String(value)))
+        .collect();
+    entries_of(object, source)
+}
+
+fn entries_of(
+    object: serde_json::Map<String, Value>,
+    source: &str,
+) -> Result<Vec<ImageEntry>, ImagesError> {
+    let file = || source.to_string();
     // Keyed by the text as written: two spellings of one image (`busybox`,
     // `docker.io/library/busybox`) are distinct volumes for the operator, so stay distinct here.
     let mut by_text: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -134,6 +160,66 @@ pub fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
         source: e,
     })?;
     parse_images_json(&bytes, &path.display().to_string())
+}
+
+/// `--images-json`: a file is images.json; a directory is a ConfigMap as the kubelet mounts it:
+/// its `images.json`, or else one file per key holding one reference.
+pub fn read_images_path(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
+    let read_error = |source| ImagesError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !std::fs::metadata(path).map_err(read_error)?.is_dir() {
+        return read_images_json(path);
+    }
+    let images_json = path.join("images.json");
+    if images_json.exists() {
+        return read_images_json(&images_json);
+    }
+    read_key_files(path).and_then(|pairs| from_named_references(pairs, &path.display().to_string()))
+}
+
+/// The keys of a mounted ConfigMap and their values. The kubelet writes the data into a
+/// `..<timestamp>` directory, points `..data` at it and links each key through `..data`, so
+/// `..` entries are its machinery, and keys are followed through their links.
+fn read_key_files(dir: &Path) -> Result<BTreeMap<String, String>, ImagesError> {
+    let read_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImagesError::Read { path, source }
+    };
+    let mut pairs = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
+        let path = entry.map_err(read_error(dir))?.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            return Err(ImagesError::NotAConfigMapVolume {
+                path,
+                why: "a file name that is not UTF-8".into(),
+            });
+        };
+        if key.starts_with("..") {
+            continue;
+        }
+        if !std::fs::metadata(&path)
+            .map_err(read_error(&path))?
+            .is_file()
+        {
+            return Err(ImagesError::NotAConfigMapVolume {
+                path,
+                why: "not a file".into(),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(read_error(&path))?;
+        let value = String::from_utf8(bytes).map_err(|_| ImagesError::NotAConfigMapVolume {
+            path: path.clone(),
+            why: "not UTF-8 text".into(),
+        })?;
+        pairs.insert(key, value);
+    }
+    Ok(pairs)
 }
 
 /// The operator's image-volume name: last path segment of the ref *as written* before '@' (a
@@ -379,5 +465,82 @@ mod tests {
         std::fs::write(&present, b"[]").unwrap();
         let err = read_images_json(&present).unwrap_err();
         assert!(err.to_string().starts_with(&present.display().to_string()));
+    }
+    /// A ConfigMap volume as the kubelet writes it: keys are links through `..data` to a
+    /// `..<timestamp>` directory.
+    fn config_map_volume(keys: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..2024_05_01_10_00_00.123456789");
+        std::fs::create_dir(&data).unwrap();
+        for (key, value) in keys {
+            std::fs::write(data.join(key), value).unwrap();
+            std::os::unix::fs::symlink(format!("..data/{key}"), dir.path().join(key)).unwrap();
+        }
+        std::os::unix::fs::symlink(data.file_name().unwrap(), dir.path().join("..data")).unwrap();
+        dir
+    }
+
+    /// Issue 15 item 3: `--images-json DIR` reads a mounted ConfigMap: its images.json key.
+    #[test]
+    fn a_mounted_config_map_with_images_json_is_read_through_its_links() {
+        let volume = config_map_volume(&[
+            ("images.json", r#"{"aws": "quay.io/openshift/capi-aws:v1"}"#),
+            ("other", "not read: images.json is there"),
+        ]);
+        let entries = read_images_path(volume.path()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].names, ["aws"]);
+        assert_eq!(entries[0].volume, "capi-aws-v1-29ace21c");
+    }
+
+    /// Issue 15 item 3: without images.json, each key of the mounted ConfigMap is a component
+    /// and its file one reference (capi-installer-images); `..data` and `..<timestamp>` are skipped.
+    #[test]
+    fn a_mounted_config_map_of_one_reference_per_key() {
+        let volume = config_map_volume(&[
+            ("aws", "quay.io/openshift/capi-aws:v1"),
+            ("gcp", "quay.io/openshift/capi-gcp:v1"),
+            ("aws-again", "quay.io/openshift/capi-aws:v1"),
+        ]);
+        let entries = read_images_path(volume.path()).unwrap();
+        let seen: Vec<(&str, &[String])> = entries
+            .iter()
+            .map(|e| (e.reference_text.as_str(), e.names.as_slice()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "quay.io/openshift/capi-aws:v1",
+                    &["aws".to_string(), "aws-again".to_string()][..]
+                ),
+                ("quay.io/openshift/capi-gcp:v1", &["gcp".to_string()][..]),
+            ]
+        );
+    }
+
+    /// Issue 15 item 3: errors name the directory and the key; a value is used as written.
+    #[test]
+    fn a_bad_key_file_is_named() {
+        let volume = config_map_volume(&[("aws", "quay.io/openshift/capi-aws:v1\n")]);
+        let err = read_images_path(volume.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ImagesError::InvalidReference { ref key, .. } if key == "aws"));
+        assert!(
+            text.starts_with(&volume.path().display().to_string()),
+            "{text}"
+        );
+
+        let nested = tempfile::tempdir().unwrap();
+        std::fs::create_dir(nested.path().join("sub")).unwrap();
+        let err = read_images_path(nested.path()).unwrap_err();
+        assert!(
+            matches!(err, ImagesError::NotAConfigMapVolume { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("sub"), "{err}");
+
+        let empty = tempfile::tempdir().unwrap();
+        assert!(read_images_path(empty.path()).unwrap().is_empty());
     }
 }

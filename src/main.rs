@@ -10,9 +10,11 @@ use clap::Parser;
 use provider_images::cli::{
     Cli, Command, CommonArgs, ExtractArgs, LogFormat, ReportFormat, ResolveArgs,
 };
-use provider_images::cluster::{self, ClusterConfig, ClusterError, ClusterSource};
+use provider_images::cluster::{
+    self, ClusterConfig, ClusterError, ClusterSource, DEFAULT_CALL_TIMEOUT, Extras, ProxyOrigin,
+};
 use provider_images::extract::{self, ExtractError, ExtractOptions};
-use provider_images::images;
+use provider_images::images::{self, ImageEntry};
 use provider_images::layers::Limits;
 use provider_images::proxy::{Proxies, ProxyFlags};
 use provider_images::registry::Platform;
@@ -139,11 +141,18 @@ fn proxies(common: &CommonArgs) -> Result<Proxies, Failure> {
 }
 
 /// Reads the cluster (once, before any pull) and assembles the run's parts; `deadline` is when the
-/// run's `--timeout` ends it, past which no retry waits.
+/// run's `--timeout` ends it, past which no retry waits. `entries` are the images given on the
+/// command line; without them the cluster's list is read and returned.
 async fn prepare(
     common: &CommonArgs,
     deadline: Option<Instant>,
-) -> Result<(Setup, ClusterConfig), Failure> {
+    entries: Option<Vec<ImageEntry>>,
+) -> Result<(Setup, ClusterConfig, Vec<ImageEntry>, ProxyOrigin), Failure> {
+    let flags = ProxyFlags {
+        proxy: common.proxy.clone(),
+        no_proxy: common.no_proxy.clone(),
+    };
+    let origin = ProxyOrigin::given(&flags, |name| std::env::var(name).ok());
     let proxies = std::sync::Arc::new(proxies(common)?);
     let mut retry = RetryPolicy::from_env().map_err(Failure::usage)?;
     if let Some(deadline) = deadline {
@@ -156,7 +165,11 @@ async fn prepare(
     } else {
         ClusterSource::Api { kubeconfig: None }
     };
-    let cluster = cluster::read_with(&source, &proxies, cluster::DEFAULT_CALL_TIMEOUT)
+    let extras = Extras {
+        image_list_namespace: entries.is_none().then(|| common.namespace.clone()),
+        cluster_proxy: origin.cluster_read(),
+    };
+    let cluster = cluster::read_with_extras(&source, &proxies, DEFAULT_CALL_TIMEOUT, &extras)
         .await
         .map_err(|error| Failure {
             code: match error {
@@ -165,6 +178,19 @@ async fn prepare(
             },
             message: error_chain(&error),
         })?;
+    let cluster_read = !matches!(source, ClusterSource::None);
+    let entries = cluster::given_or_cluster(
+        entries,
+        cluster.image_list.as_ref(),
+        &common.namespace,
+        cluster_read,
+    )
+    .map_err(|e| Failure::usage(error_chain(&e)))?;
+    let (proxies, origin) =
+        cluster::for_registries(cluster.cluster_proxy.as_ref(), proxies, origin).map_err(|e| {
+            Failure::usage(format!("proxies.config.openshift.io/cluster status: {e}"))
+        })?;
+    tracing::info!(from = %origin, "registries' proxy");
     let settings = Settings {
         pull_secret: common.pull_secret.clone(),
         ca_files: common.ca_files.clone(),
@@ -174,7 +200,7 @@ async fn prepare(
     };
     let setup =
         setup::assemble(&settings, &cluster).map_err(|e| Failure::usage(error_chain(&e)))?;
-    Ok((setup, cluster))
+    Ok((setup, cluster, entries, origin))
 }
 
 fn platform(common: &CommonArgs) -> Result<Platform, Failure> {
@@ -189,10 +215,15 @@ fn platform(common: &CommonArgs) -> Result<Platform, Failure> {
 }
 
 async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
-    let entries =
-        images::read_images_json(&args.images_json).map_err(|e| Failure::usage(error_chain(&e)))?;
+    let entries = match &args.images_json {
+        Some(path) => {
+            Some(images::read_images_path(path).map_err(|e| Failure::usage(error_chain(&e)))?)
+        }
+        None => None,
+    };
     let platform = platform(&args.common)?;
-    let (setup, _) = prepare(&args.common, Some(Instant::now() + args.timeout)).await?;
+    let (setup, _, entries, _) =
+        prepare(&args.common, Some(Instant::now() + args.timeout), entries).await?;
     let options = ExtractOptions {
         output: args.output.clone(),
         platform,
@@ -246,13 +277,16 @@ async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
 async fn resolve_command(args: ResolveArgs) -> Result<String, Failure> {
     let entries = match &args.images_json {
         Some(path) => {
-            images::read_images_json(path).map_err(|e| Failure::usage(error_chain(&e)))?
+            Some(images::read_images_path(path).map_err(|e| Failure::usage(error_chain(&e)))?)
         }
-        None => images::from_references(&args.references)
-            .map_err(|e| Failure::usage(error_chain(&e)))?,
+        None if args.references.is_empty() => None,
+        None => Some(
+            images::from_references(&args.references)
+                .map_err(|e| Failure::usage(error_chain(&e)))?,
+        ),
     };
-    let (setup, cluster) = prepare(&args.common, None).await?;
-    let report = resolve::report(&entries, &setup.planner, &setup, &cluster.notes);
+    let (setup, cluster, entries, proxy_from) = prepare(&args.common, None, entries).await?;
+    let report = resolve::report(&entries, &setup.planner, &setup, &cluster.notes, proxy_from);
     let text = match args.format {
         ReportFormat::Text => report.to_text(),
         ReportFormat::Json => report.to_json(),

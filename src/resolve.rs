@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::cluster::ProxyOrigin;
 use crate::images::ImageEntry;
 use crate::mirrors::{MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
@@ -20,6 +21,9 @@ pub struct Report {
     pub skipped_ca_bundles: Vec<String>,
     #[serde(rename = "pullSecret")]
     pub pull_secret: Option<String>,
+    /// Where the registries' proxy settings came from.
+    #[serde(rename = "proxyFrom")]
+    pub proxy_from: String,
     pub notes: Vec<String>,
 }
 
@@ -109,6 +113,7 @@ pub fn report(
     planner: &Planner,
     setup: &Setup,
     notes: &[String],
+    proxy_from: ProxyOrigin,
 ) -> Report {
     let images = entries
         .iter()
@@ -154,6 +159,7 @@ pub fn report(
             .collect(),
         skipped_ca_bundles: setup.trust.skipped.clone(),
         pull_secret: setup.pull_secret.clone(),
+        proxy_from: proxy_from.to_string(),
         notes: all_notes,
     }
 }
@@ -249,6 +255,7 @@ impl Report {
             "pull secret: {}",
             self.pull_secret.as_deref().unwrap_or("none")
         );
+        let _ = writeln!(out, "proxy from: {}", self.proxy_from);
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
         }

@@ -16,6 +16,7 @@ use common::{
 };
 use provider_images::cluster::{self, CaBundle, ClusterConfig, ClusterError, ClusterSource};
 use provider_images::mirrors::{MirrorKind, SourcePolicy};
+use provider_images::proxy::Proxies;
 use serde_json::{Value, json};
 
 const PULL_SECRET_JSON: &str = r#"{"auths":{"mirror.local:5000":{"auth":"dXNlcjpwYXNz"}}}"#;
@@ -440,7 +441,9 @@ fn api_nothing_installed_extract_pulls_plainly_and_exits_0() {
 
 /// Any answer but a 404 on any cluster read (403, 500, or no answer within the call timeout)
 /// fails the read with an API error naming that read, exit 3 (design: exit codes; issue item 6).
-/// The image names an additionalTrustedCA map so that its read is one of the rows.
+/// The image names an additionalTrustedCA map so that its read is one of the rows; the cluster
+/// proxy and both images ConfigMaps (issue 15 items 2 and 3) are read too, the first ConfigMap
+/// being absent so that the second is asked for.
 #[test]
 fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
     const CALL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -485,7 +488,26 @@ fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
             "get",
             "Secret openshift-config/pull-secret",
         ),
+        (
+            "/apis/config.openshift.io/v1/proxies/cluster",
+            "get",
+            "proxies.config.openshift.io/cluster",
+        ),
+        (
+            "/api/v1/namespaces/openshift-cluster-api-operator/configmaps/cluster-capi-operator-images",
+            "get",
+            "ConfigMap openshift-cluster-api-operator/cluster-capi-operator-images",
+        ),
+        (
+            "/api/v1/namespaces/openshift-cluster-api-operator/configmaps/capi-installer-images",
+            "get",
+            "ConfigMap openshift-cluster-api-operator/capi-installer-images",
+        ),
     ];
+    let extras = cluster::Extras {
+        image_list_namespace: Some(cluster::DEFAULT_NAMESPACE.into()),
+        cluster_proxy: cluster::ClusterProxyRead::Always,
+    };
     let faults = [
         (Fault::Forbidden, "HTTP 403 Forbidden: "),
         (Fault::Internal, "HTTP 500 InternalError: "),
@@ -504,7 +526,12 @@ fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
             let source = ClusterSource::Api {
                 kubeconfig: Some(api.kubeconfig()),
             };
-            let result = runtime().block_on(cluster::read_with_timeout(&source, CALL_TIMEOUT));
+            let result = runtime().block_on(cluster::read_with_extras(
+                &source,
+                &Proxies::none(),
+                CALL_TIMEOUT,
+                &extras,
+            ));
             match result {
                 Err(error @ ClusterError::Api { .. })
                     if error.exit_code() == 3

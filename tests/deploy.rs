@@ -387,20 +387,47 @@ fn recorded_requests() -> Vec<ApiRequest> {
                    "data": {".dockerconfigjson": secret}}),
     );
 
+    // The cluster proxy (read in-cluster; the kubeconfig here stands in for the ServiceAccount),
+    // and the image list from its second ConfigMap, so that the first is asked for too.
+    api.put(
+        json!({"apiVersion": "config.openshift.io/v1", "kind": "Proxy",
+                   "metadata": {"name": "cluster"}, "status": {"httpsProxy": "http://proxy.lab:3128"}}),
+    );
+    api.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "capi-installer-images", "namespace": OPERATOR_NAMESPACE},
+                   "data": {"aws": "quay.io/openshift/capi-aws:v1"}}));
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let extras = cluster::Extras {
+        image_list_namespace: Some(OPERATOR_NAMESPACE.into()),
+        cluster_proxy: cluster::ClusterProxyRead::Always,
+    };
     let config = runtime
-        .block_on(cluster::read(&ClusterSource::Api {
-            kubeconfig: Some(api.kubeconfig()),
-        }))
+        .block_on(cluster::read_with_extras(
+            &ClusterSource::Api {
+                kubeconfig: Some(api.kubeconfig()),
+            },
+            &provider_images::proxy::Proxies::none(),
+            cluster::DEFAULT_CALL_TIMEOUT,
+            &extras,
+        ))
         .expect("cluster read");
     // Everything was found, so every read the binary can make was made.
     assert_eq!(config.mirror_objects.len(), 3, "{:?}", config.notes);
     assert_eq!(config.ca_bundles.len(), 3, "{:?}", config.notes);
     assert!(config.pull_secret.is_some());
-    assert!(config.notes.is_empty(), "{:?}", config.notes);
+    assert!(config.cluster_proxy.is_some());
+    assert!(config.image_list.is_some());
+    assert_eq!(
+        config.notes,
+        [format!(
+            "ConfigMap {OPERATOR_NAMESPACE}/{IMAGES_CONFIG_MAP}: not found; trying \
+             ConfigMap {OPERATOR_NAMESPACE}/capi-installer-images"
+        )]
+    );
     api.sorted_requests()
 }
 
@@ -621,7 +648,8 @@ fn assert_restricted(pod: &PodSpec, container: &Container) {
 }
 
 /// The provider-images container: a command line the binary accepts, images.json from the
-/// operator's images ConfigMap, the output at OUTPUT (writable), memory bounded.
+/// operator's images ConfigMap (mounted, or read from the API in the operator's namespace), the
+/// output at OUTPUT (writable), memory bounded.
 fn assert_provider_images(pod: &PodSpec, container: &Container) -> String {
     assert_restricted(pod, container);
     let args = container.args.clone().expect("args");
@@ -631,25 +659,15 @@ fn assert_provider_images(pod: &PodSpec, container: &Container) -> String {
         panic!("extract expected")
     };
     assert_eq!(extract.output, Path::new(OUTPUT));
-
-    let images_dir = extract.images_json.parent().unwrap().to_str().unwrap();
-    let (images_volume, read_only) = mount(container, images_dir);
-    assert!(read_only);
-    let config_map = volume(pod, &images_volume)
-        .config_map
-        .as_ref()
-        .expect("images.json from a ConfigMap");
-    assert_eq!(config_map.name, IMAGES_CONFIG_MAP);
-    let file = extract.images_json.file_name().unwrap().to_str().unwrap();
-    // Without items every key is a file of its name.
-    let mounted_as = match &config_map.items {
-        None => Some(IMAGES_KEY),
-        Some(items) => items
-            .iter()
-            .find(|item| item.key == IMAGES_KEY)
-            .map(|item| item.path.as_str()),
-    };
-    assert_eq!(mounted_as, Some(file), "key {IMAGES_KEY} mounted as {file}");
+    assert_eq!(extract.common.namespace, OPERATOR_NAMESPACE);
+    match &extract.images_json {
+        Some(images_json) => assert_mounted_images_json(pod, container, images_json),
+        None => assert!(
+            extract.common.cluster_dir.is_none() && !extract.common.no_cluster,
+            "{}: the image list is read from the API",
+            container.name
+        ),
+    }
 
     let (output_volume, read_only) = mount(container, OUTPUT);
     assert!(!read_only, "provider-images writes {OUTPUT}");
@@ -665,6 +683,28 @@ fn assert_provider_images(pod: &PodSpec, container: &Container) -> String {
     memory(resources.requests);
     memory(resources.limits);
     output_volume
+}
+
+/// images.json is the operator's images ConfigMap's key, mounted read-only.
+fn assert_mounted_images_json(pod: &PodSpec, container: &Container, images_json: &Path) {
+    let images_dir = images_json.parent().unwrap().to_str().unwrap();
+    let (images_volume, read_only) = mount(container, images_dir);
+    assert!(read_only);
+    let config_map = volume(pod, &images_volume)
+        .config_map
+        .as_ref()
+        .expect("images.json from a ConfigMap");
+    assert_eq!(config_map.name, IMAGES_CONFIG_MAP);
+    let file = images_json.file_name().unwrap().to_str().unwrap();
+    // Without items every key is a file of its name.
+    let mounted_as = match &config_map.items {
+        None => Some(IMAGES_KEY),
+        Some(items) => items
+            .iter()
+            .find(|item| item.key == IMAGES_KEY)
+            .map(|item| item.path.as_str()),
+    };
+    assert_eq!(mounted_as, Some(file), "key {IMAGES_KEY} mounted as {file}");
 }
 
 #[test]

@@ -19,12 +19,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::Value;
 
+use super::image_list::{self, IMAGES_CONFIG_MAP, INSTALLER_CONFIG_MAP};
 use super::names::{
     CONFIG_NAMESPACE, IMAGE_CONFIG, MANAGED_NAMESPACE, PULL_SECRET, TRUSTED_CA_BUNDLE,
     USER_CA_BUNDLE,
 };
 use super::objects::{self, MIRROR_KINDS, mirror_resource};
-use super::{ClusterConfig, ClusterError, notes};
+use super::proxy::{self as cluster_proxy, PROXY_OBJECT};
+use super::{ClusterConfig, ClusterError, Extras, notes};
 use crate::mirrors::MirrorKind;
 use crate::proxy::Proxies;
 use crate::transport::error_chain;
@@ -36,8 +38,9 @@ pub(super) async fn read(
     kubeconfig: Option<&Path>,
     proxies: &Proxies,
     call_timeout: Duration,
+    extras: &Extras,
 ) -> Result<ClusterConfig, ClusterError> {
-    let client = client(kubeconfig, proxies).await?;
+    let (client, in_cluster) = client(kubeconfig, proxies).await?;
     let reader = Reader {
         client,
         call_timeout,
@@ -156,7 +159,57 @@ pub(super) async fn read(
         }
         None => config.note(notes::pull_secret_missing(&notes::pull_secret())),
     }
+    read_extras(&reader, in_cluster, extras, &mut config).await?;
     Ok(config)
+}
+
+/// The image list and the cluster proxy, when `extras` asks for them.
+async fn read_extras(
+    reader: &Reader,
+    in_cluster: bool,
+    extras: &Extras,
+    config: &mut ClusterConfig,
+) -> Result<(), ClusterError> {
+    if extras.cluster_proxy.applies(in_cluster) {
+        let proxy = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("config.openshift.io", "v1", "Proxy"),
+            "proxies",
+        );
+        // A missing object or CRD is a cluster without a proxy.
+        match reader
+            .get(&proxy, None, "cluster", PROXY_OBJECT.into())
+            .await?
+        {
+            Some(object) => {
+                config.cluster_proxy = Some(
+                    cluster_proxy::cluster_proxy(&object)
+                        .map_err(|cause| malformed("get", PROXY_OBJECT.into(), cause))?,
+                );
+            }
+            None => config.note(format!("{PROXY_OBJECT}: not found; no cluster proxy")),
+        }
+    }
+    let Some(namespace) = extras.image_list_namespace.as_deref() else {
+        return Ok(());
+    };
+    let configmaps = ApiResource::erase::<ConfigMap>(&());
+    for name in [IMAGES_CONFIG_MAP, INSTALLER_CONFIG_MAP] {
+        let what = notes::config_map(namespace, name);
+        if let Some(object) = reader
+            .get(&configmaps, Some(namespace), name, what.clone())
+            .await?
+        {
+            let list = image_list::from_config_map(namespace, name, &object, "")
+                .map_err(|cause| malformed("get", what, cause))?;
+            config.image_list = Some(list);
+            return Ok(());
+        }
+        config.note(match name {
+            IMAGES_CONFIG_MAP => image_list::first_missing(namespace),
+            _ => image_list::both_missing(namespace),
+        });
+    }
+    Ok(())
 }
 
 fn add_ca_bundles(
@@ -178,12 +231,32 @@ fn add_ca_bundles(
 }
 
 /// A client from the given kubeconfig, or from kube's own search (KUBECONFIG, ~/.kube/config,
-/// then the in-cluster service account).
-async fn client(kubeconfig: Option<&Path>, proxies: &Proxies) -> Result<Client, ClusterError> {
+/// then the in-cluster service account), and whether it is the in-cluster one.
+async fn client(
+    kubeconfig: Option<&Path>,
+    proxies: &Proxies,
+) -> Result<(Client, bool), ClusterError> {
+    let mut in_cluster = false;
     let mut config = match kubeconfig {
-        None => Config::infer()
-            .await
-            .map_err(|e| ClusterError::Config(error_chain(&e)))?,
+        // Config::infer's search, done here to know which one it found.
+        None => {
+            let mut config = match Config::from_kubeconfig(&KubeConfigOptions::default()).await {
+                Ok(config) => config,
+                Err(kubeconfig_error) => {
+                    let config = Config::incluster().map_err(|in_cluster_error| {
+                        ClusterError::Config(format!(
+                            "no kubeconfig ({}) and not in a cluster ({})",
+                            error_chain(&kubeconfig_error),
+                            error_chain(&in_cluster_error)
+                        ))
+                    })?;
+                    in_cluster = true;
+                    config
+                }
+            };
+            config.apply_debug_overrides();
+            config
+        }
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(|e| {
                 ClusterError::Config(format!(
@@ -221,7 +294,8 @@ async fn client(kubeconfig: Option<&Path>, proxies: &Proxies) -> Result<Client, 
         ),
         None => tracing::debug!(server = %config.cluster_url, "cluster API direct"),
     }
-    Client::try_from(config).map_err(|e| ClusterError::Config(error_chain(&e)))
+    let client = Client::try_from(config).map_err(|e| ClusterError::Config(error_chain(&e)))?;
+    Ok((client, in_cluster))
 }
 
 /// The proxy for the API server at `server`. kube has filled in `loaded` from the kubeconfig

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::image_list::{self, IMAGES_CONFIG_MAP, INSTALLER_CONFIG_MAP};
 use super::names::{
     CONFIG_NAMESPACE, IMAGE_CONFIG, MANAGED_NAMESPACE, PULL_SECRET, TRUSTED_CA_BUNDLE,
     USER_CA_BUNDLE,
@@ -29,13 +30,23 @@ type Key = (Known, String, String);
 #[derive(Default)]
 struct Found {
     objects: BTreeMap<Key, Vec<(PathBuf, Value)>>,
+    /// Where the operator's images ConfigMaps are looked for, when they are.
+    image_list_namespace: Option<String>,
 }
 
-pub(super) fn read(dir: &Path) -> Result<ClusterConfig, ClusterError> {
+/// Reads a dump; the image list too when `image_list_namespace` is given. The cluster's proxy
+/// object is never read from a dump: the machine reading it is not behind that proxy.
+pub(super) fn read(
+    dir: &Path,
+    image_list_namespace: Option<&str>,
+) -> Result<ClusterConfig, ClusterError> {
     let mut files = Vec::new();
     let mut visited = HashSet::new();
     walk(dir, &mut files, &mut visited)?;
-    let mut found = Found::default();
+    let mut found = Found {
+        image_list_namespace: image_list_namespace.map(str::to_string),
+        ..Found::default()
+    };
     for path in &files {
         for document in documents(path)? {
             for object in expand(document) {
@@ -173,6 +184,8 @@ impl Found {
             Known::ConfigMap => {
                 namespace == CONFIG_NAMESPACE
                     || (namespace == MANAGED_NAMESPACE && name == TRUSTED_CA_BUNDLE)
+                    || (self.image_list_namespace.as_deref() == Some(namespace.as_str())
+                        && (name == IMAGES_CONFIG_MAP || name == INSTALLER_CONFIG_MAP))
             }
             Known::Secret => namespace == CONFIG_NAMESPACE && name == PULL_SECRET,
         };
@@ -272,7 +285,36 @@ impl Found {
             }
             None => config.note(notes::pull_secret_missing(&notes::pull_secret())),
         }
+        if let Some(namespace) = self.image_list_namespace.clone() {
+            config.image_list = self.image_list(&namespace, &mut config)?;
+        }
         Ok(config)
+    }
+
+    /// The first of the operator's images ConfigMaps the dump holds, as an image list.
+    fn image_list(
+        &mut self,
+        namespace: &str,
+        config: &mut ClusterConfig,
+    ) -> Result<Option<image_list::ImageList>, ClusterError> {
+        for name in [IMAGES_CONFIG_MAP, INSTALLER_CONFIG_MAP] {
+            let what = notes::config_map(namespace, name);
+            let key = (Known::ConfigMap, namespace.to_string(), name.to_string());
+            if let Some((path, object)) = self.take(&key, &what)? {
+                let suffix = format!(" (in {})", path.display());
+                return image_list::from_config_map(namespace, name, &object, &suffix)
+                    .map(Some)
+                    .map_err(|cause| ClusterError::Dump {
+                        path,
+                        cause: format!("{what}: {cause}"),
+                    });
+            }
+            config.note(match name {
+                IMAGES_CONFIG_MAP => image_list::first_missing(namespace),
+                _ => image_list::both_missing(namespace),
+            });
+        }
+        Ok(None)
     }
 
     fn add_ca_bundles(

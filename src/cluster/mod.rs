@@ -8,8 +8,10 @@
 
 mod api;
 mod dump;
+mod image_list;
 mod objects;
 mod pem;
+mod proxy;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +21,11 @@ use thiserror::Error;
 
 use crate::mirrors::{MirrorObject, RegistrySources};
 use crate::proxy::Proxies;
+
+pub use image_list::{
+    DEFAULT_NAMESPACE, ImageList, ImageListContents, ImageListError, given_or_cluster,
+};
+pub use proxy::{ClusterProxy, ClusterProxyRead, ProxyOrigin, for_registries};
 
 /// Where the cluster's configuration comes from.
 #[derive(Debug, Clone)]
@@ -45,8 +52,23 @@ pub struct ClusterConfig {
     /// trusted-ca-bundle, user-ca-bundle, the additionalTrustedCA map; keys sorted within each.
     pub ca_bundles: Vec<CaBundle>,
     pub pull_secret: Option<PullSecret>,
+    /// The operator's image list, when [`Extras::image_list_namespace`] asked for it and a
+    /// ConfigMap holds one.
+    pub image_list: Option<ImageList>,
+    /// `proxy.config.openshift.io/cluster`'s status, when [`Extras::cluster_proxy`] applied and
+    /// the object exists.
+    pub cluster_proxy: Option<ClusterProxy>,
     /// What was skipped or missing and why (each also logged when it happened).
     pub notes: Vec<String>,
+}
+
+/// Reads beyond the mirrors, CAs and pull secret, made only when asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Read the operator's image list from this namespace.
+    pub image_list_namespace: Option<String>,
+    /// When to read the cluster's proxy object (never from a dump).
+    pub cluster_proxy: ClusterProxyRead,
 }
 
 impl ClusterConfig {
@@ -152,13 +174,23 @@ pub async fn read_with(
     proxies: &Proxies,
     call_timeout: Duration,
 ) -> Result<ClusterConfig, ClusterError> {
+    read_with_extras(source, proxies, call_timeout, &Extras::default()).await
+}
+
+/// [`read_with`], plus the `extras` reads.
+pub async fn read_with_extras(
+    source: &ClusterSource,
+    proxies: &Proxies,
+    call_timeout: Duration,
+    extras: &Extras,
+) -> Result<ClusterConfig, ClusterError> {
     let config = match source {
         ClusterSource::Api { kubeconfig } => {
-            api::read(kubeconfig.as_deref(), proxies, call_timeout).await?
+            api::read(kubeconfig.as_deref(), proxies, call_timeout, extras).await?
         }
         // Synchronous file I/O on an async worker: acceptable because this runs once, before
         // anything else is in flight, so there is nothing for it to hold up.
-        ClusterSource::Dir(dir) => dump::read(dir)?,
+        ClusterSource::Dir(dir) => dump::read(dir, extras.image_list_namespace.as_deref())?,
         ClusterSource::None => {
             let mut config = ClusterConfig::default();
             config.note("cluster reads disabled (--no-cluster)".to_string());
@@ -169,6 +201,8 @@ pub async fn read_with(
         mirror_objects = config.mirror_objects.len(),
         ca_bundles = config.ca_bundles.len(),
         pull_secret = config.pull_secret.is_some(),
+        image_list = config.image_list.as_ref().map(|list| list.origin.as_str()),
+        cluster_proxy = config.cluster_proxy.is_some(),
         "cluster configuration read"
     );
     Ok(config)

@@ -133,12 +133,13 @@ impl ApiServer {
         });
     }
 
-    /// Installs the OpenShift CRDs the cluster module reads: IDMS, ITMS, ICSP and Image.
+    /// Installs the OpenShift CRDs the cluster module reads: IDMS, ITMS, ICSP, Image and Proxy.
     pub fn serve_openshift(&self) {
         self.serve_idms();
         self.serve_itms();
         self.serve_icsp();
         self.serve_image();
+        self.serve_proxy();
     }
 
     pub fn serve_idms(&self) {
@@ -173,6 +174,10 @@ impl ApiServer {
 
     pub fn serve_image(&self) {
         self.serve("config.openshift.io", "v1", "images", "Image", false);
+    }
+
+    pub fn serve_proxy(&self) {
+        self.serve("config.openshift.io", "v1", "proxies", "Proxy", false);
     }
 
     /// Stores an object; its apiVersion and kind must name a served resource.
