@@ -83,7 +83,7 @@ impl std::fmt::Display for AttemptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AttemptError::Blocked(skipped) => f.write_str(skipped),
-            AttemptError::Failed(error) => f.write_str(&crate::transport::error_chain(error)),
+            AttemptError::Failed(error) => f.write_str(&crate::error::error_chain(error)),
         }
     }
 }
@@ -111,7 +111,7 @@ impl std::fmt::Display for ImageFailure {
                 f,
                 "image {}: {}",
                 self.reference,
-                crate::transport::error_chain(error)
+                crate::error::error_chain(error)
             );
         }
         match self.attempts.as_slice() {
@@ -151,7 +151,7 @@ pub enum ExtractError {
 impl ExtractError {
     /// The error with every failed image on a line of its own.
     pub fn report(&self) -> String {
-        let mut text = crate::transport::error_chain(self);
+        let mut text = crate::error::error_chain(self);
         if let ExtractError::Images { failures, .. } = self {
             for failure in failures {
                 text.push('\n');
@@ -370,7 +370,7 @@ async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledImage, ImageFa
                 });
             }
             Err(error) => {
-                tracing::warn!(image = %entry.reference_text, source = %shown, error = %crate::transport::error_chain(&error), "pull source failed");
+                tracing::warn!(image = %entry.reference_text, source = %shown, error = %crate::error::error_chain(&error), "pull source failed");
                 attempts.push(Attempt {
                     source: shown,
                     error: AttemptError::Failed(error),

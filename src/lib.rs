@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod cluster;
+pub mod error;
 pub mod extract;
 pub mod images;
 pub mod layers;

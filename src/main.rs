@@ -19,7 +19,7 @@ use provider_images::registry::Platform;
 use provider_images::resolve;
 use provider_images::retry::RetryPolicy;
 use provider_images::setup::{self, Settings, Setup};
-use provider_images::transport::error_chain;
+use provider_images::error::error_chain;
 
 /// The kubelet reads at most this much of a termination message.
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;

@@ -42,7 +42,8 @@ use tokio::sync::mpsc;
 use crate::auth::{AuthError, Authenticator};
 use crate::proxy::connector::ProxyError;
 use crate::retry::{self, Attempts, GiveUp, RetryPolicy};
-use crate::transport::{Insecure, Transport, TransportError, error_chain};
+use crate::error::error_chain;
+use crate::transport::{Insecure, Transport, TransportError};
 
 mod byteranges;
 

@@ -121,7 +121,7 @@ pub fn report(
                         .collect(),
                     None,
                 ),
-                Err(error) => (Vec::new(), Some(crate::transport::error_chain(&error))),
+                Err(error) => (Vec::new(), Some(crate::error::error_chain(&error))),
             };
             ImageReport {
                 reference: entry.reference_text.clone(),

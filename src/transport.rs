@@ -14,7 +14,6 @@
 //! verified. The node uses one unverified client for all of an insecure source's requests; we
 //! are stricter.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 
+use crate::error::error_chain;
 use crate::proxy::Proxies;
 use crate::proxy::connector::{ProxyConnector, ProxyError};
 use crate::trust::{self, Roots, TrustError};
@@ -82,21 +82,6 @@ impl fmt::Display for SafeUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Joins an error and its sources into one line, as `a: b: c` (hyper's own messages are terse).
-pub fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 pub struct TransportConfig {

@@ -27,7 +27,7 @@ use super::objects::{self, MIRROR_KINDS, mirror_resource};
 use super::{ClusterConfig, ClusterError, notes};
 use crate::mirrors::MirrorKind;
 use crate::proxy::Proxies;
-use crate::transport::error_chain;
+use crate::error::error_chain;
 
 /// Error bodies can be whole HTML pages from a proxy; the message keeps their start.
 const MAX_CAUSE_CHARS: usize = 300;

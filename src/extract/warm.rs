@@ -362,7 +362,7 @@ async fn check_tag(
                 ));
             }
             Err(error) => {
-                tracing::debug!(image = %entry.reference_text, source = %planned.display(), error = %crate::transport::error_chain(&error), "checking the tag: source did not answer");
+                tracing::debug!(image = %entry.reference_text, source = %planned.display(), error = %crate::error::error_chain(&error), "checking the tag: source did not answer");
             }
         }
     }

@@ -278,7 +278,7 @@ async fn pull(
         layers::from_listing(listed, &limits).map_err(|error| {
             Fallback::plain(format!(
                 "the TOC's entries are refused: {}",
-                crate::transport::error_chain(&error)
+                crate::error::error_chain(&error)
             ))
         })
     })

@@ -154,7 +154,7 @@ impl ProxyConnector {
             .await
             .map_err(|e| ProxyError::Unreachable {
                 proxy: shown.clone(),
-                cause: crate::transport::error_chain(&e),
+                cause: crate::error::error_chain(&e),
             })?;
         // Only the proxy's own name is resolved here; the target's is left to the proxy.
         let tcp = direct
@@ -162,7 +162,7 @@ impl ProxyConnector {
             .await
             .map_err(|e| ProxyError::Unreachable {
                 proxy: shown.clone(),
-                cause: crate::transport::error_chain(&e),
+                cause: crate::error::error_chain(&e),
             })?
             .into_inner();
         match proxy.scheme() {
@@ -185,7 +185,7 @@ impl ProxyConnector {
                     .await
                     .map_err(|e| ProxyError::Tls {
                         proxy: shown.clone(),
-                        cause: crate::transport::error_chain(&e),
+                        cause: crate::error::error_chain(&e),
                     })?;
                 Ok(ProxyIo::Tls(Box::new(tls)))
             }
@@ -228,7 +228,7 @@ async fn connect_tunnel(
     head.extend_from_slice(b"\r\n");
     let lost = |e: io::Error| ProxyError::Unreachable {
         proxy: proxy.authority(),
-        cause: crate::transport::error_chain(&e),
+        cause: crate::error::error_chain(&e),
     };
     io.write_all(&head).await.map_err(lost)?;
     io.flush().await.map_err(lost)?;
