@@ -628,16 +628,16 @@ async fn fetch_token(
     let after = transport.response_timeout();
     let body = tokio::time::timeout(
         after,
-        crate::transport::read_body_capped(response.into_body(), MAX_TOKEN_RESPONSE),
+        crate::transport::body::read_capped(response.into_body(), MAX_TOKEN_RESPONSE, None),
     )
     .await
     .map_err(|_| TransportError::Timeout {
         host: realm_host,
         after,
     })?
-    .map_err(|cause| AuthError::TokenRequest {
+    .map_err(|failure| AuthError::TokenRequest {
         realm: realm_url.clone(),
-        cause,
+        cause: failure.to_string(),
     })?;
     let parsed: TokenResponse =
         serde_json::from_slice(&body).map_err(|e| AuthError::TokenRequest {

@@ -11,15 +11,15 @@ use provider_images::cli::{
     Cli, Command, CommonArgs, ExtractArgs, LogFormat, ReportFormat, ResolveArgs,
 };
 use provider_images::cluster::{self, ClusterConfig, ClusterError, ClusterSource};
+use provider_images::error::error_chain;
 use provider_images::extract::{self, ExtractError, ExtractOptions};
 use provider_images::images;
 use provider_images::layers::Limits;
-use provider_images::proxy::{Proxies, ProxyFlags};
 use provider_images::registry::Platform;
 use provider_images::resolve;
-use provider_images::retry::RetryPolicy;
 use provider_images::setup::{self, Settings, Setup};
-use provider_images::error::error_chain;
+use provider_images::transport::proxy::{Proxies, ProxyFlags};
+use provider_images::transport::retry::RetryPolicy;
 
 /// The kubelet reads at most this much of a termination message.
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
+use crate::time::civil_from_days;
+
 /// The symlink readers go through; replaced atomically on every publish.
 const DATA_LINK: &str = "..data";
 /// The new `..data` is built under this name and renamed over `..data`.
@@ -571,31 +573,6 @@ fn format_timestamp(secs: u64, nanos: u32) -> String {
         of_day % 3600 / 60,
         of_day % 60
     )
-}
-
-/// Gregorian (year, month, day) of a day count since 1970-01-01. Counting from 0000-03-01 puts the leap day
-/// at the end of each year, so a year's day maps to a month with one linear formula; the calendar repeats
-/// every 400 years (146,097 days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    const DAYS_0000_03_01_TO_EPOCH: u64 = 719_468;
-    const DAYS_PER_ERA: u64 = 146_097;
-    let z = days + DAYS_0000_03_01_TO_EPOCH;
-    let era = z / DAYS_PER_ERA;
-    let day_of_era = z % DAYS_PER_ERA;
-    // Years of 365 days, corrected for the leap days of the 4-, 100- and 400-year cycles.
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months from March: 31,30,31,30,31 repeats with period 153 days per 5 months.
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Validates a caller's relative path and splits it into its components.

@@ -40,9 +40,10 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::proxy::connector::ProxyError;
-use crate::retry::{self, Attempts, GiveUp, RetryPolicy};
 use crate::error::error_chain;
+use crate::transport::body::{BodyFailure, read_capped};
+use crate::transport::proxy::connector::ProxyError;
+use crate::transport::retry::{self, Attempts, GiveUp, RetryPolicy};
 use crate::transport::{Insecure, Transport, TransportError};
 
 mod byteranges;
@@ -620,7 +621,7 @@ impl RegistryClient {
         response: Response<Incoming>,
     ) -> RegistryError {
         let status = response.status();
-        let body = read_capped(response.into_body(), 64 << 10, self.retry.idle)
+        let body = read_capped(response.into_body(), 64 << 10, Some(self.retry.idle))
             .await
             .unwrap_or_default();
         let mut detail = describe_error_body(&body);
@@ -668,7 +669,12 @@ impl RegistryClient {
                 .get(source, path, &headers, what, &mut attempts)
                 .await?;
             let response_headers = response.headers().clone();
-            let body = read_capped(response.into_body(), MAX_MANIFEST_SIZE, self.retry.idle).await;
+            let body = read_capped(
+                response.into_body(),
+                MAX_MANIFEST_SIZE,
+                Some(self.retry.idle),
+            )
+            .await;
             let failure = match body {
                 Err(cut @ BodyFailure::TooLarge(_)) => {
                     return Err(body_error(source, what, cut.to_string()));
@@ -841,7 +847,8 @@ impl RegistryClient {
             }
             let content_type = header_text(response.headers(), CONTENT_TYPE);
             let content_range = header_text(response.headers(), CONTENT_RANGE);
-            let failure = match read_capped(response.into_body(), cap, self.retry.idle).await {
+            let failure = match read_capped(response.into_body(), cap, Some(self.retry.idle)).await
+            {
                 Err(too_large @ BodyFailure::TooLarge(_)) => {
                     return Err(refused(too_large.to_string()));
                 }
@@ -1143,45 +1150,6 @@ fn check_content_range(
         _ => Err(format!(
             "Content-Range {value:?} does not answer a resume from byte {from} of {size}"
         )),
-    }
-}
-
-/// Why a whole-body read failed.
-#[derive(Debug)]
-enum BodyFailure {
-    TooLarge(usize),
-    Cut(String),
-    Stalled(Duration),
-}
-
-impl std::fmt::Display for BodyFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyFailure::TooLarge(cap) => write!(f, "response body exceeds {cap} bytes"),
-            BodyFailure::Cut(cause) => f.write_str(cause),
-            BodyFailure::Stalled(after) => write!(f, "stalled for {after:?}"),
-        }
-    }
-}
-
-/// Reads a whole (small) body: fails once it grows past `cap` bytes, so a hostile server cannot make
-/// us buffer without bound, or when it stalls for `idle`.
-async fn read_capped(mut body: Incoming, cap: usize, idle: Duration) -> Result<Bytes, BodyFailure> {
-    let mut collected = bytes::BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(BodyFailure::Stalled(idle)),
-            Ok(None) => return Ok(collected.freeze()),
-            Ok(Some(Err(e))) => return Err(BodyFailure::Cut(error_chain(&e))),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if collected.len() + data.len() > cap {
-                        return Err(BodyFailure::TooLarge(cap));
-                    }
-                    collected.extend_from_slice(&data);
-                }
-            }
-        }
     }
 }
 

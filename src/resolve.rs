@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::images::ImageEntry;
 use crate::mirrors::{MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
-use crate::proxy::Proxies;
 use crate::setup::Setup;
+use crate::transport::proxy::Proxies;
 
 #[derive(Serialize)]
 pub struct Report {

@@ -1,7 +1,7 @@
 //! Assembles a run from what the cluster says and what the flags say: the root store, the keychain, the
 //! mirror table, the transport, the registry client and the planner. Flags win over the cluster where both
 //! speak (`--pull-secret`), and add to it otherwise (`--ca-file`, `--insecure-registry`). The proxies
-//! come from the flags and the environment (see [`crate::proxy`]), decided before the cluster is read.
+//! come from the flags and the environment (see [`crate::transport::proxy`]), decided before the cluster is read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use crate::auth::{AuthError, Authenticator, Keychain};
 use crate::cluster::ClusterConfig;
 use crate::mirrors::MirrorTable;
 use crate::plan::Planner;
-use crate::proxy::Proxies;
 use crate::registry::RegistryClient;
-use crate::retry::RetryPolicy;
+use crate::transport::proxy::Proxies;
+use crate::transport::retry::RetryPolicy;
+use crate::transport::trust::{Roots, TrustError};
 use crate::transport::{Transport, TransportConfig, TransportError};
-use crate::trust::{Roots, TrustError};
 
 /// The flags that shape a run's parts.
 #[derive(Debug, Clone, Default)]

@@ -25,9 +25,9 @@ use super::names::{
 };
 use super::objects::{self, MIRROR_KINDS, mirror_resource};
 use super::{ClusterConfig, ClusterError, notes};
-use crate::mirrors::MirrorKind;
-use crate::proxy::Proxies;
 use crate::error::error_chain;
+use crate::mirrors::MirrorKind;
+use crate::transport::proxy::Proxies;
 
 /// Error bodies can be whole HTML pages from a proxy; the message keeps their start.
 const MAX_CAUSE_CHARS: usize = 300;
@@ -376,7 +376,7 @@ fn list_resource(kind: MirrorKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::ProxyFlags;
+    use crate::transport::proxy::ProxyFlags;
 
     fn proxies(proxy: &str, no_proxy: &str) -> Proxies {
         let flags = ProxyFlags {

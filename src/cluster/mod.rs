@@ -18,7 +18,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::mirrors::{MirrorObject, RegistrySources};
-use crate::proxy::Proxies;
+use crate::transport::proxy::Proxies;
 
 /// Where the cluster's configuration comes from.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::Fallback;
-use crate::registry::{Descriptor, RegistryClient, RegistryError, Source};
 use crate::error::error_chain;
+use crate::registry::{Descriptor, RegistryClient, RegistryError, Source};
 
 /// Ranges closer than this are fetched as one: a request costs more than 64 KiB of a fast link.
 const GAP: u64 = 64 << 10;

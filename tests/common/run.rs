@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// stalling the suite.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The binary's hidden retry timings (`provider_images::retry::ENV`) for tests: the production
+/// The binary's hidden retry timings (`provider_images::transport::retry::ENV`) for tests: the production
 /// backoff, scaled down a hundredfold or so, so a test that fails requests stays fast; the number
 /// of tries is the production one. A test that times retries sets its own.
 pub const RETRY_ENV: &str = "PROVIDER_IMAGES_RETRY";

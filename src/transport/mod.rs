@@ -30,9 +30,14 @@ use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 
 use crate::error::error_chain;
-use crate::proxy::Proxies;
-use crate::proxy::connector::{ProxyConnector, ProxyError};
-use crate::trust::{self, Roots, TrustError};
+use proxy::Proxies;
+use proxy::connector::{ProxyConnector, ProxyError};
+use trust::{Roots, TrustError};
+
+pub mod body;
+pub mod proxy;
+pub mod retry;
+pub mod trust;
 
 const MAX_REDIRECTS: usize = 5;
 pub(crate) const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARGO_PKG_VERSION"));
@@ -238,7 +243,7 @@ impl Transport {
                 None => Err(TransportError::Connect {
                     host: authority,
                     cause: error_chain(&error),
-                    transient: crate::retry::is_transient(&error),
+                    transient: retry::is_transient(&error),
                 }),
             },
             Ok(Ok(response)) => match plain_proxy {
@@ -254,23 +259,6 @@ impl Transport {
             },
         }
     }
-}
-
-/// Reads a whole (small) body, failing once it grows past `cap` bytes, so a hostile server cannot make us
-/// buffer without bound.
-pub async fn read_body_capped(mut body: Incoming, cap: usize) -> Result<Bytes, String> {
-    use http_body_util::BodyExt;
-    let mut collected = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| error_chain(&e))?;
-        if let Ok(data) = frame.into_data() {
-            if collected.len() + data.len() > cap {
-                return Err(format!("response body exceeds {cap} bytes"));
-            }
-            collected.extend_from_slice(&data);
-        }
-    }
-    Ok(collected.freeze())
 }
 
 /// The registry (`host[:port]`, as in an image reference) of the insecure pull source a request

@@ -88,7 +88,7 @@ impl RetryPolicy {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-            let duration = || crate::cli::parse_duration(value);
+            let duration = || crate::time::parse_duration(value);
             match key.trim() {
                 "tries" => {
                     policy.tries = value
@@ -284,17 +284,7 @@ fn parse_http_date(value: &str) -> Option<u64> {
     if !(1..=31).contains(&day) || *hour > 23 || *minute > 59 || *second > 60 || year < 1970 {
         return None;
     }
-    // Days from the civil date (Howard Hinnant's algorithm), in the proleptic Gregorian calendar.
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * m + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
+    let days = crate::time::days_from_civil(year, month, day);
     Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
