@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 
 use crate::layers::{Compression, Contribution, Limits};
+use crate::registry::{sha256, sha256_digest};
 
 /// Changes whenever the format of an entry or the meaning of a contribution does: entries of another
 /// version are ignored and replaced.
@@ -97,7 +97,7 @@ impl Cache {
         let Some((body, sum)) = bytes.split_last_chunk::<32>() else {
             return self.damaged(&path);
         };
-        if Sha256::digest(body).as_slice() != sum {
+        if &sha256(body) != sum {
             return self.damaged(&path);
         }
         let header = layer_header(compression, None);
@@ -124,15 +124,15 @@ impl Cache {
         };
         let mut body = layer_header(compression, Some(limits));
         contribution.encode(&mut body);
-        let sum = Sha256::digest(&body);
-        self.write(&path, &[&body, sum.as_slice()]);
+        let sum = sha256(&body);
+        self.write(&path, &[&body, &sum]);
     }
 
     /// A config blob, if kept and it still has its digest.
     pub fn blob(&self, digest: &str) -> Option<Bytes> {
         let path = self.path("blobs", digest)?;
         let bytes = self.read(&path)?;
-        if crate::registry::sha256_digest(&bytes) != digest {
+        if sha256_digest(&bytes) != digest {
             return self.damaged(&path);
         }
         Some(bytes.into())
@@ -155,7 +155,7 @@ impl Cache {
         let body = &bytes[newline + 1..];
         let media_type = std::str::from_utf8(&bytes[..newline]).ok();
         match media_type {
-            Some(media_type) if crate::registry::sha256_digest(body) == digest => {
+            Some(media_type) if sha256_digest(body) == digest => {
                 Some((media_type.to_string(), Bytes::copy_from_slice(body)))
             }
             _ => self.damaged(&path),
@@ -277,14 +277,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let config = br#"{"os":"linux"}"#;
-        let digest = crate::registry::sha256_digest(config);
+        let digest = sha256_digest(config);
         cache.put_blob(&digest, config);
         assert_eq!(cache.blob(&digest).unwrap(), &config[..]);
         fs::write(cache.path("blobs", &digest).unwrap(), b"{}").unwrap();
         assert!(cache.blob(&digest).is_none());
 
         let body = br#"{"schemaVersion":2}"#;
-        let digest = crate::registry::sha256_digest(body);
+        let digest = sha256_digest(body);
         cache.put_manifest(&digest, crate::registry::OCI_MANIFEST, body);
         let (media_type, kept) = cache.manifest(&digest).unwrap();
         assert_eq!(media_type, crate::registry::OCI_MANIFEST);

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::reference::{Reference, ReferenceError};
+use crate::registry::sha256_hex;
 
 /// One distinct image to pull, with every component name that lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub fn volume_name(reference_text: &str) -> String {
             }
         })
         .collect();
-    let hash = hex::encode(Sha256::digest(reference_text.as_bytes()));
+    let hash = sha256_hex(reference_text.as_bytes());
     name.push('-');
     name.push_str(&hash[..8]);
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {

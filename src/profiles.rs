@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::layers::Subtree;
+use crate::registry::sha256_hex;
 
 pub const METADATA: &str = "metadata.yaml";
 pub const MANIFESTS: &str = "manifests.yaml";
@@ -46,10 +46,6 @@ pub struct Profile {
     /// sha256 hex of manifests.yaml as written.
     pub content_id: String,
     pub metadata_sha256: String,
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// The profiles of a merged subtree, sorted by name. An empty list means the image has none (skipped).

@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 
 use crate::layers::{self, Contribution, EntryKind, Limits, ListedEntry};
-use crate::registry::{Descriptor, RegistryClient, Source};
+use crate::registry::{Descriptor, RegistryClient, Source, sha256_digest as sha256};
 use ranges::Fetcher;
 
 /// Largest TOC read, compressed or not: containers/storage refuses TOCs over 50 MiB too.
@@ -384,10 +383,6 @@ fn verify(data: &[u8], expected: &str, name: &str) -> Result<(), Fallback> {
         )));
     }
     Ok(())
-}
-
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// `size` bytes at `skip` in the decompressed `compressed`, which must hold that many.

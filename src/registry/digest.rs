@@ -37,7 +37,17 @@ impl Digester {
 }
 
 pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// The sha256 of `data`, in lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha256(data))
+}
+
+/// The sha256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
 }
 
 pub(super) fn verify(

@@ -45,7 +45,7 @@ mod error;
 mod oci;
 
 pub use blob::{BlobError, BlobReader};
-pub use digest::sha256_digest;
+pub use digest::{sha256, sha256_digest, sha256_hex};
 pub use error::RegistryError;
 pub use oci::*;
 
