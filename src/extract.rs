@@ -12,14 +12,14 @@ use thiserror::Error;
 use crate::cache::Cache;
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, LayerError, Limits, Node, Subtree};
-use crate::mirrors::MirrorError;
 use crate::partial::Partial;
-use crate::plan::Planner;
+use crate::plan::mirrors::MirrorError;
+use crate::plan::{Planner, Source};
 use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{
     BlobError, DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform,
-    RegistryClient, RegistryError, Source, parse_manifest,
+    RegistryClient, RegistryError, parse_manifest,
 };
 
 mod queue;

@@ -12,7 +12,6 @@ pub mod error;
 pub mod extract;
 pub mod images;
 pub mod layers;
-pub mod mirrors;
 pub mod partial;
 pub mod plan;
 pub mod profiles;

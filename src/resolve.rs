@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::images::ImageEntry;
-use crate::mirrors::{MirrorKind, SourceOrigin};
+use crate::plan::mirrors::{MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
 use crate::setup::Setup;
 use crate::transport::proxy::Proxies;

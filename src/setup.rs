@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use crate::auth::{AuthError, Authenticator, Keychain};
 use crate::cluster::ClusterConfig;
-use crate::mirrors::MirrorTable;
 use crate::plan::Planner;
+use crate::plan::mirrors::MirrorTable;
 use crate::registry::RegistryClient;
 use crate::transport::proxy::Proxies;
 use crate::transport::retry::RetryPolicy;

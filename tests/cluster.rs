@@ -15,7 +15,7 @@ use common::{
     provider_layer, read_index,
 };
 use provider_images::cluster::{self, CaBundle, ClusterConfig, ClusterError, ClusterSource};
-use provider_images::mirrors::{MirrorKind, SourcePolicy};
+use provider_images::plan::mirrors::{MirrorKind, SourcePolicy};
 use serde_json::{Value, json};
 
 const PULL_SECRET_JSON: &str = r#"{"auths":{"mirror.local:5000":{"auth":"dXNlcjpwYXNz"}}}"#;

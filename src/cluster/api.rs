@@ -26,7 +26,7 @@ use super::names::{
 use super::objects::{self, MIRROR_KINDS, mirror_resource};
 use super::{ClusterConfig, ClusterError, notes};
 use crate::error::error_chain;
-use crate::mirrors::MirrorKind;
+use crate::plan::mirrors::MirrorKind;
 use crate::transport::proxy::Proxies;
 
 /// Error bodies can be whole HTML pages from a proxy; the message keeps their start.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::mirrors::{MirrorObject, RegistrySources};
+use crate::plan::mirrors::{MirrorObject, RegistrySources};
 use crate::transport::proxy::Proxies;
 
 /// Where the cluster's configuration comes from.

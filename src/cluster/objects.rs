@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::pem;
 use super::{CaBundle, ClusterConfig, PullSecret};
-use crate::mirrors::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
+use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
 
 /// The kinds this module knows, recognised by apiVersion + kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::layers::{self, Contribution, EntryKind, Limits, ListedEntry};
-use crate::registry::{Descriptor, RegistryClient, Source, sha256_digest as sha256};
+use crate::plan::Source;
+use crate::registry::{Descriptor, RegistryClient, sha256_digest as sha256};
 use ranges::Fetcher;
 
 /// Largest TOC read, compressed or not: containers/storage refuses TOCs over 50 MiB too.

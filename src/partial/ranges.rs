@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use super::Fallback;
 use crate::error::error_chain;
-use crate::registry::{Descriptor, RegistryClient, RegistryError, Source};
+use crate::plan::Source;
+use crate::registry::{Descriptor, RegistryClient, RegistryError};
 
 /// Ranges closer than this are fetched as one: a request costs more than 64 KiB of a fast link.
 const GAP: u64 = 64 << 10;

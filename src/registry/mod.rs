@@ -33,10 +33,11 @@ use hyper::body::Incoming;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::error::error_chain;
+use crate::plan::Source;
 use crate::transport::body::{BodyFailure, read_capped};
 use crate::transport::proxy::connector::ProxyError;
 use crate::transport::retry::{self, Attempts, GiveUp, RetryPolicy};
-use crate::transport::{Insecure, Transport, TransportError};
+use crate::transport::{Transport, TransportError};
 
 mod blob;
 mod byteranges;
@@ -51,28 +52,6 @@ pub use oci::*;
 
 use digest::{Digester, verify};
 use error::describe_error_body;
-
-/// Where to pull from: the registry host actually contacted and the repository there.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Source {
-    pub registry: String,
-    pub repository: String,
-    /// This pull source may use plain http or unverified TLS, on its own registry only.
-    pub insecure: bool,
-}
-
-impl Source {
-    /// How requests to this source's registry may skip verification.
-    pub fn insecurity(&self) -> Insecure<'_> {
-        Insecure::registry(&self.registry, self.insecure)
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)
-    }
-}
 
 /// The registry client: one per run, shared by every image.
 pub struct RegistryClient {

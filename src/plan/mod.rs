@@ -4,9 +4,33 @@
 use std::sync::Arc;
 
 use crate::auth::Keychain;
-use crate::mirrors::{MirrorError, MirrorTable, PullSource};
 use crate::reference::Reference;
-use crate::registry::Source;
+use crate::transport::Insecure;
+use mirrors::{MirrorError, MirrorTable, PullSource};
+
+pub mod mirrors;
+
+/// Where to pull from: the registry host actually contacted and the repository there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Source {
+    pub registry: String,
+    pub repository: String,
+    /// This pull source may use plain http or unverified TLS, on its own registry only.
+    pub insecure: bool,
+}
+
+impl Source {
+    /// How requests to this source's registry may skip verification.
+    pub fn insecurity(&self) -> Insecure<'_> {
+        Insecure::registry(&self.registry, self.insecure)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)
+    }
+}
 
 pub struct Planner {
     table: MirrorTable,
