@@ -4,7 +4,6 @@
 //! Data flows left to right through the modules, never back:
 //! images.json → cluster → plan (mirrors, trust, auth) → registry → layers → profiles → publish.
 
-pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod cluster;

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::auth::{AuthError, Authenticator, Keychain};
 use crate::cluster::ClusterConfig;
 use crate::plan::Planner;
+use crate::plan::keychain::{Keychain, KeychainError};
 use crate::plan::mirrors::MirrorTable;
 use crate::registry::RegistryClient;
+use crate::registry::auth::Authenticator;
 use crate::transport::proxy::Proxies;
 use crate::transport::retry::RetryPolicy;
 use crate::transport::trust::{Roots, TrustError};
@@ -41,7 +42,7 @@ pub enum SetupError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    PullSecret(#[from] AuthError),
+    PullSecret(#[from] KeychainError),
     #[error(transparent)]
     Transport(#[from] TransportError),
 }

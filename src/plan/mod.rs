@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use crate::auth::Keychain;
 use crate::reference::Reference;
 use crate::transport::Insecure;
 use mirrors::{MirrorError, MirrorTable, PullSource};
 
+pub mod keychain;
 pub mod mirrors;
+
+use keychain::Keychain;
 
 /// Where to pull from: the registry host actually contacted and the repository there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::auth::AuthError;
+use super::auth::AuthError;
 use crate::transport::TransportError;
 use crate::transport::retry::GiveUp;
 

@@ -27,11 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
-use crate::auth::{AuthError, Authenticator};
 use crate::error::error_chain;
 use crate::plan::Source;
 use crate::transport::body::{BodyFailure, read_capped};
@@ -39,12 +38,14 @@ use crate::transport::proxy::connector::ProxyError;
 use crate::transport::retry::{self, Attempts, GiveUp, RetryPolicy};
 use crate::transport::{Transport, TransportError};
 
+pub mod auth;
 mod blob;
 mod byteranges;
 mod digest;
 mod error;
 mod oci;
 
+use auth::{AuthError, Authenticator};
 pub use blob::{BlobError, BlobReader};
 pub use digest::{sha256, sha256_digest, sha256_hex};
 pub use error::RegistryError;
@@ -180,8 +181,7 @@ impl RegistryClient {
         }
     }
 
-    /// One try: the request, sent again with fresh authorization when the registry answers 401 for
-    /// the first time in this request (a token that expired or was revoked early).
+    /// One try: the request, authorized as the registry asks (see [`Authenticator::send`]).
     async fn try_get(
         &self,
         source: &Source,
@@ -189,45 +189,11 @@ impl RegistryClient {
         headers: &HeaderMap,
         challenged: &mut bool,
     ) -> Result<Response<Incoming>, RegistryError> {
-        let first_contact = self
-            .auth
-            .first_contact(&source.registry, source.insecure)
-            .await;
-        let authorization = self
-            .auth
-            .authorization(
-                &self.transport,
-                &source.registry,
-                source.insecure,
-                &source.repository,
-            )
-            .await?;
-        let response = self
-            .send(source, path, headers, authorization.as_ref())
-            .await?;
-        if response.status() != StatusCode::UNAUTHORIZED || *challenged {
-            return Ok(response);
-        }
-        *challenged = true;
-        let answer = self
-            .auth
-            .challenged(
-                &self.transport,
-                &source.registry,
-                source.insecure,
-                &source.repository,
-                response.headers().get(WWW_AUTHENTICATE),
-                authorization.as_ref(),
-            )
-            .await?;
-        // The challenge is known: the requests waiting for it go on.
-        drop(first_contact);
-        match answer {
-            Some(answer) if Some(&answer) != authorization.as_ref() => {
-                self.send(source, path, headers, Some(&answer)).await
-            }
-            _ => Ok(response),
-        }
+        self.auth
+            .send(&self.transport, source, challenged, async |authorization| {
+                self.send(source, path, headers, authorization).await
+            })
+            .await
     }
 
     async fn send(
