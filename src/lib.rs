@@ -4,14 +4,12 @@
 //! Data flows left to right through the modules, never back:
 //! images.json → cluster → plan (mirrors, trust, auth) → registry → layers → profiles → publish.
 
-pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod images;
 pub mod layers;
-pub mod partial;
 pub mod plan;
 pub mod profiles;
 pub mod publish;

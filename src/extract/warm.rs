@@ -23,9 +23,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use serde::Deserialize;
 
-use super::{Described, ExtractOptions, GENERATOR, PulledImage, index_json};
+use super::index::{Described, GENERATOR, IndexImage, IndexJson, index_json};
+use super::{ExtractOptions, PulledImage};
 use crate::images::ImageEntry;
 use crate::layers::{self, Subtree};
 use crate::plan::Planner;
@@ -56,32 +56,6 @@ impl Reuse {
     }
 }
 
-#[derive(Deserialize)]
-struct PublishedIndex {
-    generator: String,
-    platform: String,
-    images: Vec<PublishedImage>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PublishedImage {
-    #[serde(rename = "ref")]
-    reference: String,
-    source: String,
-    digest: String,
-    index_digest: Option<String>,
-    volume: String,
-    profiles: Vec<PublishedProfile>,
-}
-
-#[derive(Deserialize)]
-struct PublishedProfile {
-    profile: String,
-    /// File name → sha256 hex.
-    files: BTreeMap<String, String>,
-}
-
 /// Reads back what the published tree holds of `entries` (sorted by ref, as `parse_images_json` gives
 /// them).
 pub(super) async fn reuse(
@@ -106,7 +80,7 @@ pub(super) async fn reuse(
         Ok(bytes) => bytes,
         Err(e) => return Reuse::none(format!("cannot read the published index.json: {e}")),
     };
-    let index: PublishedIndex = match serde_json::from_slice(&bytes) {
+    let index: IndexJson = match serde_json::from_slice(&bytes) {
         Ok(index) => index,
         Err(e) => return Reuse::none(format!("the published index.json does not parse: {e}")),
     };
@@ -124,7 +98,7 @@ pub(super) async fn reuse(
         ));
     }
     let mut cold = Vec::new();
-    let mut listed: BTreeMap<String, PublishedImage> = index
+    let mut listed: BTreeMap<String, IndexImage> = index
         .images
         .into_iter()
         .map(|image| (image.reference.clone(), image))
@@ -183,7 +157,7 @@ pub(super) async fn reuse(
 fn held(
     payload: &Path,
     entry: &ImageEntry,
-    image: PublishedImage,
+    image: IndexImage,
     planner: &Planner,
     options: &ExtractOptions,
 ) -> Result<PulledImage, String> {
@@ -230,7 +204,7 @@ type Files = Vec<(String, Vec<u8>)>;
 /// subtree root).
 fn read_volume(
     volume: &Path,
-    image: &PublishedImage,
+    image: &IndexImage,
     options: &ExtractOptions,
 ) -> Result<(Vec<Profile>, Files), String> {
     let mut expected_dirs = BTreeSet::new();
