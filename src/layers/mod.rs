@@ -31,6 +31,7 @@
 //! | bytes after the end-of-archive marker | read (counted towards the inflate cap) and otherwise ignored |
 //! | mode, owner, xattrs, times | ignored |
 
+mod codec;
 mod contribution;
 mod decompress;
 mod names;
