@@ -183,6 +183,13 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// Usage errors (bad images.json): exit 2.
+impl crate::error::ExitStatus for ImagesError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

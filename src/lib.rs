@@ -16,6 +16,7 @@ pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod run;
 pub mod setup;
 pub mod time;
 pub mod transport;

@@ -419,6 +419,13 @@ fn is_digest_algorithm(algorithm: &str) -> bool {
         })
 }
 
+/// Usage errors (a bad reference on the command line): exit 2.
+impl crate::error::ExitStatus for ReferenceError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

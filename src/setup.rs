@@ -151,6 +151,13 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
     })
 }
 
+/// Usage errors (a malformed pull secret or CA file, found before any pull): exit 2.
+impl crate::error::ExitStatus for SetupError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

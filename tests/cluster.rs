@@ -15,6 +15,7 @@ use common::{
     provider_layer, read_index,
 };
 use provider_images::cluster::{self, CaBundle, ClusterConfig, ClusterError, ClusterSource};
+use provider_images::error::ExitStatus;
 use provider_images::plan::mirrors::{MirrorKind, SourcePolicy};
 use serde_json::{Value, json};
 

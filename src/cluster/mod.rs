@@ -119,9 +119,8 @@ pub enum ClusterError {
     Config(String),
 }
 
-impl ClusterError {
-    /// The process exit code the design's table gives this error.
-    pub fn exit_code(&self) -> u8 {
+impl crate::error::ExitStatus for ClusterError {
+    fn exit_code(&self) -> u8 {
         match self {
             ClusterError::Api { .. } | ClusterError::Config(_) => 3,
             ClusterError::Dump { .. } => 2,

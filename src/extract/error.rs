@@ -119,6 +119,15 @@ pub enum ExtractError {
     Index(#[from] serde_json::Error),
 }
 
+impl crate::error::ExitStatus for ExtractError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ExtractError::Images { .. } => 1,
+            ExtractError::Publish { .. } | ExtractError::Index(_) => 4,
+        }
+    }
+}
+
 impl ExtractError {
     /// The error with every failed image on a line of its own.
     pub fn report(&self) -> String {
