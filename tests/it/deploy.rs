@@ -5,7 +5,7 @@
 //! served and every object present) and each recorded request must be allowed for every
 //! ServiceAccount a workload runs as, while every rule must allow some request.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

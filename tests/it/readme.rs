@@ -3,7 +3,7 @@
 //! subcommands the row says, and every flag of either `--help` has a row. The README's two
 //! commands come first.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

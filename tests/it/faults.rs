@@ -4,7 +4,7 @@
 //! 6 layers. Expected contents come from the fixtures' bytes; what the binary did on the wire comes
 //! from the proxy's own record.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! `provider-images extract` end to end against a real registry (docker-registry with TLS from a CA made
 //! at test time). Expected contents are the bytes the fixtures put into the images, never the output.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

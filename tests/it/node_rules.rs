@@ -4,7 +4,7 @@
 //! host keeps every port of that host uncontacted (vectors 11, 13). Each test names the registry
 //! that must be refused, and checks it was refused for that reason, not for another.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! auth: an old-style URL key answers for its host, and an unusable entry fails only the images
 //! it covers, naming its key.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

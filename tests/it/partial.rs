@@ -4,7 +4,7 @@
 //! small requests per layer, counted in the registry's access log), and every reason to fall back
 //! must lead to the full pull, never to a tree built from something unverified.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Read;

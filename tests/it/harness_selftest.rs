@@ -1,7 +1,7 @@
 //! Self-tests of the shared harness in tests/common: each checks one promise the project's
 //! integration tests rely on, against a real registry where one is involved.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! files, must-gather trees). Each API test also checks the exact set of requests made, which is
 //! what the ServiceAccount's RBAC has to allow.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

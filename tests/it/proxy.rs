@@ -5,7 +5,7 @@
 //! certificate covers those names. `0.0.0.0` reaches the same servers without counting as
 //! loopback, which is what the NO_PROXY tests need.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

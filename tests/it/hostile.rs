@@ -5,7 +5,7 @@
 //! byte for byte as it was, and nothing appears outside it; or, for what is harmless outside the
 //! subtree, the image is pulled and the harm is not.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;

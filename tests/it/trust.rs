@@ -2,7 +2,7 @@
 //! the bundle is checked for its validity period, and a CA that only the image.config
 //! `additionalTrustedCA` ConfigMap carries is used in the TLS handshake.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

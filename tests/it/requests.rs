@@ -2,7 +2,7 @@
 //! unique blob (layers and configs) once; a warm run with refs pinned by digest asks nothing; with tag
 //! refs, one manifest per image; an image that changed is pulled again, and only it.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

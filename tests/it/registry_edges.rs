@@ -4,7 +4,7 @@
 //! part, fake endpoints where they cannot. Expected values come from the fixtures' bytes, never
 //! from the output.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! directory or the API), references name the unreachable source registry by digest, and the images are
 //! pulled from a TLS mirror whose CA only the cluster's ConfigMaps carry.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
