@@ -11,20 +11,20 @@ use crate::registry::sha256_hex;
 
 /// One distinct image to pull, with every component name that lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageEntry {
+pub(crate) struct ImageEntry {
     /// The reference exactly as written in images.json; the volume name and index.json use it.
-    pub reference_text: String,
-    pub reference: Reference,
+    pub(crate) reference_text: String,
+    pub(crate) reference: Reference,
     /// Every key listing this reference, sorted.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// [`volume_name`] of `reference_text`.
-    pub volume: String,
+    pub(crate) volume: String,
 }
 
 /// Why images.json was refused. Each message names the file; the cause is also the
 /// [`source`](std::error::Error::source) so callers can inspect it.
 #[derive(Debug, thiserror::Error)]
-pub enum ImagesError {
+pub(crate) enum ImagesError {
     #[error("cannot read images file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -61,7 +61,10 @@ pub enum ImagesError {
 ///
 /// `source` names the file in errors. An empty object is valid and yields no images. When the
 /// JSON repeats a key, the last value wins, as with the operator's Go `encoding/json` decoding.
-pub fn parse_images_json(bytes: &[u8], source: &str) -> Result<Vec<ImageEntry>, ImagesError> {
+pub(crate) fn parse_images_json(
+    bytes: &[u8],
+    source: &str,
+) -> Result<Vec<ImageEntry>, ImagesError> {
     let file = || source.to_string();
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ImagesError::Json {
         file: file(),
@@ -112,7 +115,7 @@ pub fn parse_images_json(bytes: &[u8], source: &str) -> Result<Vec<ImageEntry>, 
 }
 
 /// Entries for references given on a command line (no images.json names), deduplicated and sorted.
-pub fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceError> {
+pub(crate) fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceError> {
     let unique: std::collections::BTreeSet<&String> = texts.iter().collect();
     unique
         .into_iter()
@@ -128,7 +131,7 @@ pub fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceErr
 }
 
 /// Reads and parses images.json at `path`; see [`parse_images_json`].
-pub fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
+pub(crate) fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
     let bytes = std::fs::read(path).map_err(|e| ImagesError::Read {
         path: path.to_path_buf(),
         source: e,
@@ -144,7 +147,7 @@ pub fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
 /// The hash keeps names of different refs with the same last segment (`a/x:v1`, `b/x:v1`)
 /// apart. References reaching here have been validated and are ASCII; any other character
 /// would become '-' too.
-pub fn volume_name(reference_text: &str) -> String {
+pub(crate) fn volume_name(reference_text: &str) -> String {
     let before_digest = reference_text
         .split_once('@')
         .map_or(reference_text, |(name, _)| name);

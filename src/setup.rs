@@ -22,17 +22,17 @@ use crate::transport::{Transport, TransportConfig, TransportError};
 
 /// The flags that shape a run's parts.
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub pull_secret: Option<PathBuf>,
-    pub ca_files: Vec<PathBuf>,
-    pub insecure_registries: Vec<String>,
-    pub proxies: Arc<Proxies>,
+pub(crate) struct Settings {
+    pub(crate) pull_secret: Option<PathBuf>,
+    pub(crate) ca_files: Vec<PathBuf>,
+    pub(crate) insecure_registries: Vec<String>,
+    pub(crate) proxies: Arc<Proxies>,
     /// How registry requests are retried, and the run's deadline.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
 }
 
 #[derive(Debug, Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error(transparent)]
     Trust(#[from] TrustError),
     #[error("cannot read pull secret {path}: {source}")]
@@ -49,26 +49,26 @@ pub enum SetupError {
 
 /// Where trust came from, for the log and `resolve`.
 #[derive(Debug, Clone, Default)]
-pub struct TrustReport {
+pub(crate) struct TrustReport {
     /// (origin, certificates added), in the order loaded.
-    pub loaded: Vec<(String, usize)>,
+    pub(crate) loaded: Vec<(String, usize)>,
     /// Bundles that held no certificate (origin), skipped.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
     /// Where this trust is wider than the node's, said once each.
-    pub departures: Vec<String>,
+    pub(crate) departures: Vec<String>,
 }
 
-pub struct Setup {
-    pub client: Arc<RegistryClient>,
-    pub planner: Arc<Planner>,
-    pub trust: TrustReport,
+pub(crate) struct Setup {
+    pub(crate) client: Arc<RegistryClient>,
+    pub(crate) planner: Arc<Planner>,
+    pub(crate) trust: TrustReport,
     /// Where the credentials came from, if anywhere.
-    pub pull_secret: Option<String>,
+    pub(crate) pull_secret: Option<String>,
     /// Which proxy each registry is reached through.
-    pub proxies: Arc<Proxies>,
+    pub(crate) proxies: Arc<Proxies>,
 }
 
-pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
+pub(crate) fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
     let mut roots = Roots::default();
     let mut trust = TrustReport::default();
     for bundle in &cluster.ca_bundles {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// `500ms`, `30s`, `10m`, `1h`, or combinations like `1m30s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?} (use e.g. 90s, 10m, 1h30m)");
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
@@ -34,7 +34,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Gregorian (year, month, day) of a day count since 1970-01-01. Counting from 0000-03-01 puts the leap day
 /// at the end of each year, so a year's day maps to a month with one linear formula; the calendar repeats
 /// every 400 years (146,097 days).
-pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     const DAYS_0000_03_01_TO_EPOCH: u64 = 719_468;
     const DAYS_PER_ERA: u64 = 146_097;
     let z = days + DAYS_0000_03_01_TO_EPOCH;
@@ -58,7 +58,7 @@ pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 /// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm; the inverse of
 /// [`civil_from_days`]). The date must not be before 1970.
-pub fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+pub(crate) fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let (y, m) = if month <= 2 {
         (year - 1, month + 9)
     } else {

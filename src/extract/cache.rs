@@ -34,7 +34,7 @@ const LAYER_MAGIC: &[u8] = concat!(
 )
 .as_bytes();
 
-pub struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
     /// Names temp files uniquely within the process (the pid covers other processes).
     counter: AtomicU64,
@@ -42,7 +42,7 @@ pub struct Cache {
 
 impl Cache {
     /// Uses `dir`, creating it and its subdirectories as needed.
-    pub fn open(dir: &Path) -> std::io::Result<Cache> {
+    pub(crate) fn open(dir: &Path) -> std::io::Result<Cache> {
         for sub in ["layers/sha256", "blobs/sha256", "manifests/sha256", "tmp"] {
             fs::create_dir_all(dir.join(sub))?;
         }
@@ -86,7 +86,7 @@ impl Cache {
     }
 
     /// A layer's contribution, if kept, whole, read the same way and still within `limits`.
-    pub fn layer(
+    pub(crate) fn layer(
         &self,
         digest: &str,
         compression: Compression,
@@ -112,7 +112,7 @@ impl Cache {
         contribution.fits(limits).then_some(contribution)
     }
 
-    pub fn put_layer(
+    pub(crate) fn put_layer(
         &self,
         digest: &str,
         compression: Compression,
@@ -129,7 +129,7 @@ impl Cache {
     }
 
     /// A config blob, if kept and it still has its digest.
-    pub fn blob(&self, digest: &str) -> Option<Bytes> {
+    pub(crate) fn blob(&self, digest: &str) -> Option<Bytes> {
         let path = self.path("blobs", digest)?;
         let bytes = self.read(&path)?;
         if sha256_digest(&bytes) != digest {
@@ -138,14 +138,14 @@ impl Cache {
         Some(bytes.into())
     }
 
-    pub fn put_blob(&self, digest: &str, bytes: &[u8]) {
+    pub(crate) fn put_blob(&self, digest: &str, bytes: &[u8]) {
         if let Some(path) = self.path("blobs", digest) {
             self.write(&path, &[bytes]);
         }
     }
 
     /// A manifest's media type and body, if kept and the body still has its digest.
-    pub fn manifest(&self, digest: &str) -> Option<(String, Bytes)> {
+    pub(crate) fn manifest(&self, digest: &str) -> Option<(String, Bytes)> {
         let path = self.path("manifests", digest)?;
         let bytes = self.read(&path)?;
         let newline = bytes.iter().position(|&b| b == b'\n');
@@ -162,7 +162,7 @@ impl Cache {
         }
     }
 
-    pub fn put_manifest(&self, digest: &str, media_type: &str, body: &[u8]) {
+    pub(crate) fn put_manifest(&self, digest: &str, media_type: &str, body: &[u8]) {
         if media_type.contains('\n') {
             return;
         }

@@ -13,7 +13,7 @@ use crate::registry::{Platform, RegistryError};
 
 /// Why one image failed. Its `Display` is the cause alone; the image and source are added by `ImageFailure`.
 #[derive(Debug, Error)]
-pub enum ImageError {
+pub(crate) enum ImageError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("layer {digest}: {source}")]
@@ -44,7 +44,7 @@ pub enum ImageError {
 
 /// Why one pull source of an image did not serve it.
 #[derive(Debug)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     /// Listed by the mirror configuration but not to be contacted: `not contacted: <why>`.
     Blocked(String),
     Failed(ImageError),
@@ -60,19 +60,19 @@ impl std::fmt::Display for AttemptError {
 }
 
 #[derive(Debug)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The reference as pulled from that source.
-    pub source: String,
-    pub error: AttemptError,
+    pub(crate) source: String,
+    pub(crate) error: AttemptError,
 }
 
 /// An image that no pull source served, with every source tried and why each failed.
 #[derive(Debug)]
-pub struct ImageFailure {
-    pub reference: String,
-    pub attempts: Vec<Attempt>,
+pub(crate) struct ImageFailure {
+    pub(crate) reference: String,
+    pub(crate) attempts: Vec<Attempt>,
     /// The mirror configuration could not produce the sources at all.
-    pub plan_error: Option<MirrorError>,
+    pub(crate) plan_error: Option<MirrorError>,
 }
 
 impl std::fmt::Display for ImageFailure {
@@ -103,7 +103,7 @@ impl std::fmt::Display for ImageFailure {
 }
 
 #[derive(Debug, Error)]
-pub enum ExtractError {
+pub(crate) enum ExtractError {
     #[error("{} of {total} images failed; nothing was published", failures.len())]
     Images {
         failures: Vec<ImageFailure>,
@@ -130,7 +130,7 @@ impl crate::error::ExitStatus for ExtractError {
 
 impl ExtractError {
     /// The error with every failed image on a line of its own.
-    pub fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         let mut text = crate::error::error_chain(self);
         if let ExtractError::Images { failures, .. } = self {
             for failure in failures {

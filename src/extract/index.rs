@@ -15,41 +15,41 @@ use crate::registry::Platform;
 /// byte, so the fields it does not read may be absent when read.
 #[derive(Serialize, Deserialize)]
 pub(super) struct IndexJson {
-    pub generator: String,
-    pub platform: String,
-    pub images: Vec<IndexImage>,
+    pub(crate) generator: String,
+    pub(crate) platform: String,
+    pub(crate) images: Vec<IndexImage>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct IndexImage {
     #[serde(default)]
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     #[serde(rename = "ref")]
-    pub reference: String,
-    pub source: String,
-    pub digest: String,
+    pub(crate) reference: String,
+    pub(crate) source: String,
+    pub(crate) digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_digest: Option<String>,
-    pub volume: String,
-    pub profiles: Vec<IndexProfile>,
+    pub(crate) index_digest: Option<String>,
+    pub(crate) volume: String,
+    pub(crate) profiles: Vec<IndexProfile>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct IndexProfile {
-    pub profile: String,
+    pub(crate) profile: String,
     #[serde(default)]
-    pub metadata: Metadata,
+    pub(crate) metadata: Metadata,
     #[serde(rename = "contentID", default)]
-    pub content_id: String,
+    pub(crate) content_id: String,
     /// File name → sha256 hex.
-    pub files: BTreeMap<String, String>,
+    pub(crate) files: BTreeMap<String, String>,
     #[serde(default)]
-    pub manifests_path: String,
+    pub(crate) manifests_path: String,
 }
 
-pub const GENERATOR: &str = concat!("provider-images ", env!("CARGO_PKG_VERSION"));
+pub(crate) const GENERATOR: &str = concat!("provider-images ", env!("CARGO_PKG_VERSION"));
 
 /// What index.json says of one image: a pulled image, or (warm run) one the published tree already holds.
 pub(super) struct Described<'a> {

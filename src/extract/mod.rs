@@ -25,41 +25,40 @@ mod pull;
 mod queue;
 mod warm;
 
-pub use error::{Attempt, AttemptError, ExtractError, ImageError, ImageFailure};
+pub(crate) use error::{ExtractError, ImageFailure};
 use index::{Described, index_json};
 
-pub struct ExtractOptions {
-    pub output: PathBuf,
-    pub platform: Platform,
-    pub concurrency: usize,
-    pub limits: Limits,
-    pub lock_timeout: Duration,
+pub(crate) struct ExtractOptions {
+    pub(crate) output: PathBuf,
+    pub(crate) platform: Platform,
+    pub(crate) concurrency: usize,
+    pub(crate) limits: Limits,
+    pub(crate) lock_timeout: Duration,
     /// Partial pulls through a layer's TOC (off with `--no-partial`).
-    pub partial: bool,
+    pub(crate) partial: bool,
     /// `--cache-dir`.
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 /// One image, pulled and merged.
-pub struct PulledImage {
-    pub entry: ImageEntry,
-    pub source: String,
-    pub digest: String,
-    pub index_digest: Option<String>,
-    pub subtree: Subtree,
-    pub profiles: Vec<Profile>,
+pub(crate) struct PulledImage {
+    pub(crate) entry: ImageEntry,
+    pub(crate) source: String,
+    pub(crate) digest: String,
+    pub(crate) index_digest: Option<String>,
+    pub(crate) subtree: Subtree,
+    pub(crate) profiles: Vec<Profile>,
 }
 
-pub struct Summary {
-    pub images: usize,
-    pub profiles: usize,
-    pub published: PathBuf,
+pub(crate) struct Summary {
+    pub(crate) images: usize,
+    pub(crate) profiles: usize,
     /// The published tree was already current: nothing was pulled or written.
-    pub warm: bool,
+    pub(crate) warm: bool,
 }
 
 /// Pulls every image (`concurrency` at a time, every one attempted even when others fail), then publishes.
-pub async fn extract(
+pub(crate) async fn extract(
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
     entries: Vec<ImageEntry>,
@@ -78,7 +77,6 @@ pub async fn extract(
         return Ok(Summary {
             images: total,
             profiles,
-            published: reuse.payload.unwrap_or_else(|| options.output.clone()),
             warm: true,
         });
     }
@@ -142,16 +140,15 @@ pub async fn extract(
     pulled.extend(reused.into_values());
     pulled.sort_by(|a, b| a.entry.reference_text.cmp(&b.entry.reference_text));
     let profiles = pulled.iter().map(|image| image.profiles.len()).sum();
-    let published = publish_tree(&pulled, options)?;
+    publish_tree(&pulled, options)?;
     Ok(Summary {
         images: pulled.len(),
         profiles,
-        published,
         warm: false,
     })
 }
 
-fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<PathBuf, ExtractError> {
+fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<(), ExtractError> {
     let described: Vec<Described<'_>> = images.iter().map(PulledImage::described).collect();
     let index = index_json(&described, &options.platform)?;
     let out = &options.output;
@@ -163,7 +160,8 @@ fn publish_tree(images: &[PulledImage], options: &ExtractOptions) -> Result<Path
     let staged = publisher.stage().map_err(publish_error)?;
     write_tree(&staged, images, &index).map_err(publish_error)?;
     publish::failpoint("after-write");
-    publisher.commit(&staged).map_err(publish_error)
+    publisher.commit(&staged).map_err(publish_error)?;
+    Ok(())
 }
 
 fn write_tree(staged: &Path, images: &[PulledImage], index: &[u8]) -> Result<(), PublishError> {

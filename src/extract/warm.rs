@@ -39,8 +39,6 @@ pub(super) struct Reuse {
     pub(super) images: BTreeMap<String, PulledImage>,
     /// Every image is reused and the tree is exactly what this run would publish.
     pub(super) warm: bool,
-    /// The payload directory read.
-    pub(super) payload: Option<PathBuf>,
     /// Why the run is not warm, for the log.
     pub(super) cold: Vec<String>,
 }
@@ -50,7 +48,6 @@ impl Reuse {
         Reuse {
             images: BTreeMap::new(),
             warm: false,
-            payload: None,
             cold: vec![why.into()],
         }
     }
@@ -147,7 +144,6 @@ pub(super) async fn reuse(
     Reuse {
         warm: cold.is_empty(),
         images,
-        payload: Some(payload),
         cold,
     }
 }

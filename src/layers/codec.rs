@@ -9,7 +9,7 @@ use super::{MAX_ENTRIES, MAX_PATH_LEN};
 /// length-prefixed, little endian. The caller frames it (version, limits, checksum); [`decode`]
 /// still checks every length and every path, and gives up on anything it would not have recorded.
 impl Contribution {
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         fn text(out: &mut Vec<u8>, text: &str) {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
@@ -47,7 +47,7 @@ impl Contribution {
     }
 
     /// Reads what [`Contribution::encode`] wrote; None for anything else.
-    pub fn decode(bytes: &[u8]) -> Option<Contribution> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Contribution> {
         let mut input = Input(bytes);
         let mut recorded = Recorded::default();
         let hidden = input.u32()? as usize;

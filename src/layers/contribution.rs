@@ -50,8 +50,9 @@ pub(super) enum Action {
 }
 
 impl Contribution {
+    #[cfg(test)]
     /// True when the layer neither hides nor adds anything under the subtree.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.recorded.hidden.is_empty() && self.recorded.steps.is_empty()
     }
 
@@ -118,19 +119,19 @@ pub(super) fn read_layer<R: Read>(
 /// tar stream frames it: the name, link target and type the tar header would give, and the data
 /// when it was fetched.
 #[derive(Debug)]
-pub struct ListedEntry {
-    pub name: Vec<u8>,
-    pub link: Vec<u8>,
-    pub kind: Kind,
+pub(crate) struct ListedEntry {
+    pub(crate) name: Vec<u8>,
+    pub(crate) link: Vec<u8>,
+    pub(crate) kind: Kind,
     /// The data's length, as the listing gives it.
-    pub size: u64,
+    pub(crate) size: u64,
     /// The data, for the regular files whose data [`wants_data`] asks for (verified by the caller).
-    pub data: Option<Arc<[u8]>>,
+    pub(crate) data: Option<Arc<[u8]>>,
 }
 
 /// Whether [`from_listing`] needs the data of a regular file of this name: it lies under the
 /// subtree and is no whiteout. The same test [`contribution`] applies to a tar entry.
-pub fn wants_data(name: &[u8]) -> bool {
+pub(crate) fn wants_data(name: &[u8]) -> bool {
     clean(name).is_ok_and(|c| whiteout(&c) == Ok(None) && in_subtree(&c).is_some())
 }
 
@@ -139,7 +140,7 @@ pub fn wants_data(name: &[u8]) -> bool {
 /// anywhere in the layer, types and links under the subtree, limits), so a listing that matches
 /// the layer's tar gives the same contribution. A regular file whose data is wanted but missing,
 /// or not `size` bytes long, fails the listing: it is never recorded short.
-pub fn from_listing(
+pub(crate) fn from_listing(
     entries: impl IntoIterator<Item = ListedEntry>,
     limits: &Limits,
 ) -> Result<Contribution, LayerError> {
@@ -351,7 +352,7 @@ impl Recorder<'_> {
 impl Contribution {
     /// Whether reading the layer under `limits` would have kept every file (the limits a layer is
     /// checked against are its largest file and the sum of its files).
-    pub fn fits(&self, limits: &Limits) -> bool {
+    pub(crate) fn fits(&self, limits: &Limits) -> bool {
         let mut total = 0u64;
         for step in &self.recorded.steps {
             if let Action::File(content) = &step.action {

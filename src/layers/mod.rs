@@ -40,13 +40,15 @@ mod tar_stream;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use contribution::{Contribution, ListedEntry, contribution, from_listing, wants_data};
+pub use contribution::{Contribution, contribution};
+pub(crate) use contribution::{ListedEntry, from_listing, wants_data};
 pub use decompress::Compression;
-pub use subtree::{Node, Subtree};
-pub use tar_stream::Kind as EntryKind;
+pub(crate) use subtree::Node;
+pub use subtree::Subtree;
+pub(crate) use tar_stream::Kind as EntryKind;
 
 /// The directory of the image that this module extracts.
-pub const SUBTREE: &str = "capi-operator-manifests";
+pub(crate) const SUBTREE: &str = "capi-operator-manifests";
 
 /// Most entries a contribution, or the merged subtree, may hold: far more than any provider ships,
 /// and few enough that a flood of empty entries cannot exhaust memory.

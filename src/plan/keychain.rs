@@ -12,7 +12,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub enum KeychainError {
+pub(crate) enum KeychainError {
     #[error("pull secret {origin}: {message}")]
     BadPullSecret { origin: String, message: String },
     /// The entry that answers for a repository cannot be used. A less specific entry is not used
@@ -29,8 +29,8 @@ pub enum KeychainError {
 
 /// A username and password for one registry (or one namespace of it).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credential {
-    pub username: String,
+pub(crate) struct Credential {
+    pub(crate) username: String,
     password: String,
     /// An OAuth2 refresh token (`identitytoken`): exchanged at the token realm for access tokens.
     identity_token: Option<String>,
@@ -72,7 +72,7 @@ pub(crate) fn sensitive(value: &str) -> HeaderValue {
 
 /// The `auths` of a `.dockerconfigjson`, keyed by normalised `host[:port][/namespace…]`.
 #[derive(Debug, Default, Clone)]
-pub struct Keychain {
+pub(crate) struct Keychain {
     origin: String,
     entries: HashMap<String, Entry>,
 }
@@ -97,16 +97,16 @@ enum EntryValue {
 }
 
 /// The entry that answers for a repository.
-pub struct Matched<'a> {
+pub(crate) struct Matched<'a> {
     /// The key as written in the pull secret.
-    pub key: &'a str,
+    pub(crate) key: &'a str,
     value: &'a EntryValue,
     origin: &'a str,
 }
 
 impl<'a> Matched<'a> {
     /// The credential to send; none for an empty entry; an error naming the key for an unusable one.
-    pub fn credential(&self) -> Result<Option<&'a Credential>, KeychainError> {
+    pub(crate) fn credential(&self) -> Result<Option<&'a Credential>, KeychainError> {
         match self.value {
             EntryValue::Credential(credential) => Ok(Some(credential)),
             EntryValue::Empty => Ok(None),
@@ -152,7 +152,7 @@ struct SecretManifest {
 
 impl Keychain {
     /// Reads a `.dockerconfigjson` document, or a Secret manifest (YAML or JSON) holding one.
-    pub fn parse(bytes: &[u8], origin: &str) -> Result<Keychain, KeychainError> {
+    pub(crate) fn parse(bytes: &[u8], origin: &str) -> Result<Keychain, KeychainError> {
         let bad = |message: String| KeychainError::BadPullSecret {
             origin: origin.to_string(),
             message,
@@ -201,17 +201,13 @@ impl Keychain {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The credential for `repository` on `registry` (`host[:port]` actually contacted), from the
     /// entry [`entry`](Self::entry) finds: an error if that entry is unusable.
-    pub fn lookup(
+    pub(crate) fn lookup(
         &self,
         registry: &str,
         repository: &str,
@@ -224,7 +220,7 @@ impl Keychain {
 
     /// The most specific entry for `repository` on `registry` (`host/org/repo`, then `host/org`,
     /// then the host's own entry), as the node does. Only that one is used, whatever it holds.
-    pub fn entry(&self, registry: &str, repository: &str) -> Option<Matched<'_>> {
+    pub(crate) fn entry(&self, registry: &str, repository: &str) -> Option<Matched<'_>> {
         let host = normalise_key(registry);
         let mut candidate = format!("{host}/{repository}");
         loop {
@@ -299,8 +295,6 @@ fn normalise_key(key: &str) -> String {
         other => other.to_string(),
     }
 }
-
-/// One `WWW-Authenticate` challenge.
 
 #[cfg(test)]
 mod tests {

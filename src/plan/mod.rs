@@ -7,23 +7,23 @@ use crate::reference::Reference;
 use crate::transport::Insecure;
 use mirrors::{MirrorError, MirrorTable, PullSource};
 
-pub mod keychain;
+pub(crate) mod keychain;
 pub mod mirrors;
 
 use keychain::Keychain;
 
 /// Where to pull from: the registry host actually contacted and the repository there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Source {
-    pub registry: String,
-    pub repository: String,
+pub(crate) struct Source {
+    pub(crate) registry: String,
+    pub(crate) repository: String,
     /// This pull source may use plain http or unverified TLS, on its own registry only.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 }
 
 impl Source {
     /// How requests to this source's registry may skip verification.
-    pub fn insecurity(&self) -> Insecure<'_> {
+    pub(crate) fn insecurity(&self) -> Insecure<'_> {
         Insecure::registry(&self.registry, self.insecure)
     }
 }
@@ -34,39 +34,39 @@ impl std::fmt::Display for Source {
     }
 }
 
-pub struct Planner {
+pub(crate) struct Planner {
     table: MirrorTable,
     keychain: Arc<Keychain>,
 }
 
 /// One pull source with what is needed to contact it.
 #[derive(Debug, Clone)]
-pub struct PlannedSource {
-    pub pull: PullSource,
+pub(crate) struct PlannedSource {
+    pub(crate) pull: PullSource,
     /// The registry host actually contacted and the repository there.
-    pub source: Source,
+    pub(crate) source: Source,
     /// The key of the pull-secret entry used for it, if any, as written there; with why the entry
     /// gives no credential when it gives none (`resolve` shows it).
-    pub credential: Option<String>,
+    pub(crate) credential: Option<String>,
 }
 
 impl PlannedSource {
     /// The reference as pulled from this source, e.g. `mirror:5000/ocp/x@sha256:…`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         self.pull.reference.to_string()
     }
 }
 
 impl Planner {
-    pub fn new(table: MirrorTable, keychain: Arc<Keychain>) -> Planner {
+    pub(crate) fn new(table: MirrorTable, keychain: Arc<Keychain>) -> Planner {
         Planner { table, keychain }
     }
 
-    pub fn table(&self) -> &MirrorTable {
+    pub(crate) fn table(&self) -> &MirrorTable {
         &self.table
     }
 
-    pub fn plan(&self, reference: &Reference) -> Result<Vec<PlannedSource>, MirrorError> {
+    pub(crate) fn plan(&self, reference: &Reference) -> Result<Vec<PlannedSource>, MirrorError> {
         let sources = self.table.pull_sources(reference)?;
         Ok(sources
             .into_iter()

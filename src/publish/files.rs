@@ -20,7 +20,7 @@ pub(super) const FILE_MODE: u32 = 0o644;
 ///
 /// Empty and `.` components (`a//b`, `a/./b`, `a/`) are rejected too: every accepted `rel` names exactly one
 /// path, so two spellings cannot reach the same file. No component may be an existing symlink.
-pub fn write_file(dir: &Path, rel: &str, contents: &[u8]) -> Result<(), PublishError> {
+pub(crate) fn write_file(dir: &Path, rel: &str, contents: &[u8]) -> Result<(), PublishError> {
     let components = split_rel(dir, rel)?;
     let (file_name, parents) = components
         .split_last()
@@ -44,7 +44,7 @@ pub fn write_file(dir: &Path, rel: &str, contents: &[u8]) -> Result<(), PublishE
 
 /// Creates `dir/rel` and any missing parents with mode 0755 (regardless of umask); existing directories are
 /// fine. `rel` follows the rules of [`write_file`].
-pub fn make_dir(dir: &Path, rel: &str) -> Result<(), PublishError> {
+pub(crate) fn make_dir(dir: &Path, rel: &str) -> Result<(), PublishError> {
     let components = split_rel(dir, rel)?;
     make_dirs(dir, &components).map(|_| ())
 }

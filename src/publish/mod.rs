@@ -38,7 +38,7 @@ use crate::time::civil_from_days;
 mod files;
 
 use files::{DIR_MODE, FILE_MODE, remove_file_if_exists, set_dir_mode, sync_dir, sync_tree};
-pub use files::{make_dir, write_file};
+pub(crate) use files::{make_dir, write_file};
 
 /// The symlink readers go through; replaced atomically on every publish.
 const DATA_LINK: &str = "..data";
@@ -58,7 +58,7 @@ const FAILPOINT_ENV: &str = "PROVIDER_IMAGES_FAILPOINT";
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     /// A filesystem operation failed; `action` says which ("creating directory", "renaming", ...).
     #[error("{action} {path}: {source}")]
     Io {
@@ -93,7 +93,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Publis
 
 /// Exclusive publisher of one `<out>` directory; holds `<out>/..lock` for its lifetime.
 #[derive(Debug)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     out: PathBuf,
     /// Closing this file releases the flock, so it must live as long as the publisher (and it does: fields
     /// are dropped after [`Drop::drop`] has cleaned up).
@@ -108,7 +108,7 @@ impl Publisher {
     /// polling `try_lock`, then [`PublishError::LockTimeout`]), then removes `..`-prefixed *directories* that
     /// `..data` does not point to (leftovers of crashed runs) and a leftover `..data_tmp` symlink, never
     /// touching `..data`, `..lock` or anything not starting with "..".
-    pub fn open(out: &Path, lock_timeout: Duration) -> Result<Publisher, PublishError> {
+    pub(crate) fn open(out: &Path, lock_timeout: Duration) -> Result<Publisher, PublishError> {
         fs::create_dir_all(out).map_err(io_err("creating output directory", out))?;
         let lock_path = out.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -160,7 +160,7 @@ impl Publisher {
     /// Creates a fresh payload dir `..<UTC timestamp YYYY_MM_DD_HH_MM_SS.nnnnnnnnn>` (unique: if the name
     /// exists, one nanosecond later) and returns its path; the caller writes the new tree into it with
     /// [`write_file`] and [`make_dir`].
-    pub fn stage(&mut self) -> Result<PathBuf, PublishError> {
+    pub(crate) fn stage(&mut self) -> Result<PathBuf, PublishError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -191,7 +191,7 @@ impl Publisher {
     ///
     /// The final cleanup removes every `..`-prefixed directory other than the new payload, which includes
     /// the previous payload and any other dir staged by this publisher but not committed.
-    pub fn commit(self, staged: &Path) -> Result<PathBuf, PublishError> {
+    pub(crate) fn commit(self, staged: &Path) -> Result<PathBuf, PublishError> {
         let name = self.staged_name(staged)?;
         let payload = self.out.join(&name);
         let names = self.payload_names(&payload)?;
@@ -228,8 +228,9 @@ impl Publisher {
         Ok(payload)
     }
 
+    #[cfg(test)]
     /// The currently published payload dir (what ..data points to), if any.
-    pub fn current(&self) -> Option<PathBuf> {
+    pub(crate) fn current(&self) -> Option<PathBuf> {
         match current_payload_name(&self.out) {
             Ok(name) => name.map(|name| self.out.join(name)),
             Err(e) => {
@@ -386,7 +387,7 @@ impl Drop for Publisher {
 /// Steps, in order: "after-write" (called by the caller once the tree is written into the staged dir), then,
 /// inside [`Publisher::commit`], "after-fsync", "after-link" (temp symlink created), "after-rename" (`..data`
 /// swapped), "after-visible" (visible links updated), "after-cleanup".
-pub fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     #[cfg(debug_assertions)]
     {
         if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
@@ -398,8 +399,9 @@ pub fn failpoint(name: &str) {
     let _ = name;
 }
 
+#[cfg(test)]
 /// `<out>/..data/index.json` as currently published, if any (for the warm-run check).
-pub fn read_current_index(out: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read_current_index(out: &Path) -> Option<Vec<u8>> {
     let path = out.join(DATA_LINK).join("index.json");
     match fs::read(&path) {
         Ok(bytes) => Some(bytes),
@@ -414,7 +416,7 @@ pub fn read_current_index(out: &Path) -> Option<Vec<u8>> {
 
 /// The payload directory `<out>/..data` points to, if anything is published (for the warm-run check,
 /// which reads the payload directly so that every file comes from one tree).
-pub fn current_payload(out: &Path) -> Option<PathBuf> {
+pub(crate) fn current_payload(out: &Path) -> Option<PathBuf> {
     match current_payload_name(out) {
         Ok(name) => name.map(|name| out.join(name)),
         Err(e) => {
@@ -425,7 +427,7 @@ pub fn current_payload(out: &Path) -> Option<PathBuf> {
 }
 
 /// Whether `<out>/<name>` is the visible link this tool makes for a top-level payload entry.
-pub fn is_visible_link(out: &Path, name: &str) -> bool {
+pub(crate) fn is_visible_link(out: &Path, name: &str) -> bool {
     fs::read_link(out.join(name)).is_ok_and(|target| target == visible_target(OsStr::new(name)))
 }
 

@@ -22,7 +22,7 @@ const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error(transparent)]
     Keychain(#[from] KeychainError),
     #[error("token request to {realm} failed: {cause}")]
@@ -37,6 +37,7 @@ pub enum AuthError {
     Transport(#[from] TransportError),
 }
 
+/// One `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
@@ -125,7 +126,7 @@ struct TokenResponse {
 /// Everything learned is kept per [`Endpoint`], the registry *and* whether it was reached insecurely:
 /// a challenge that came over unverified TLS may name any realm, and must never send a secure
 /// source's credentials there.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     keychain: Arc<Keychain>,
     challenges: Mutex<HashMap<Endpoint, Challenge>>,
     /// By endpoint and scope. Requests that need a token for one scope at once wait for the one
@@ -140,7 +141,7 @@ type Endpoint = (String, bool);
 
 /// Held by the first request sent to a registry; see [`Authenticator::first_contact`]. Dropped,
 /// it lets the others go, whatever the registry answered, if anything: they wait for one try.
-pub struct FirstContact(tokio::sync::OwnedMutexGuard<bool>);
+pub(crate) struct FirstContact(tokio::sync::OwnedMutexGuard<bool>);
 
 impl Drop for FirstContact {
     fn drop(&mut self) {
@@ -164,7 +165,7 @@ fn shared_entry<K: Eq + std::hash::Hash, V: Default>(
 }
 
 impl Authenticator {
-    pub fn new(keychain: Arc<Keychain>) -> Authenticator {
+    pub(crate) fn new(keychain: Arc<Keychain>) -> Authenticator {
         Authenticator {
             keychain,
             challenges: Mutex::default(),
@@ -176,7 +177,7 @@ impl Authenticator {
     /// Sends a request (`send`, given the authorization to send) authorized as the registry asks,
     /// and once more with fresh authorization when the registry answers 401 for the first time in
     /// this request (`challenged`: a token that expired or was revoked early).
-    pub async fn send<E>(
+    pub(crate) async fn send<E>(
         &self,
         transport: &Transport,
         source: &Source,
@@ -228,7 +229,7 @@ impl Authenticator {
         (!*tried).then_some(FirstContact(tried))
     }
 
-    pub fn has_credentials(&self, registry: &str, repository: &str) -> bool {
+    pub(crate) fn has_credentials(&self, registry: &str, repository: &str) -> bool {
         matches!(self.keychain.lookup(registry, repository), Ok(Some(_)))
     }
 

@@ -28,7 +28,7 @@ enum Download {
 
 /// Why a blob did not serve its consumer.
 #[derive(Debug)]
-pub enum BlobError<E> {
+pub(crate) enum BlobError<E> {
     /// The download failed for good, after its retries, resumes and restarts.
     Download(RegistryError),
     /// The consumer failed on bytes that verified: the blob itself is at fault.
@@ -45,7 +45,7 @@ impl RegistryClient {
     /// verified, so a consumer that reads to the end never accepts unverified bytes. When `consume`
     /// fails, the download still runs to its end, to tell a damaged blob (downloaded again) from a
     /// hostile one (`BlobError::Consumer`).
-    pub async fn consume_blob<T, E, F>(
+    pub(crate) async fn consume_blob<T, E, F>(
         &self,
         source: &Source,
         descriptor: &Descriptor,
@@ -318,7 +318,7 @@ impl Progress {
 /// verified blob with an empty chunk; a failed verification arrives as a read error, and a download
 /// that stops without either is an error too, so a consumer never sees the end of a blob that did not
 /// verify.
-pub struct BlobReader {
+pub(crate) struct BlobReader {
     receiver: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
     verified: bool,

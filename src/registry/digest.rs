@@ -36,17 +36,17 @@ impl Digester {
     }
 }
 
-pub fn sha256_digest(data: &[u8]) -> String {
+pub(crate) fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
 }
 
 /// The sha256 of `data`, in lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha256(data))
 }
 
 /// The sha256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 

@@ -9,7 +9,7 @@ use crate::transport::TransportError;
 use crate::transport::retry::GiveUp;
 
 #[derive(Debug, Error)]
-pub enum RegistryError {
+pub(crate) enum RegistryError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]

@@ -46,16 +46,16 @@ mod error;
 mod oci;
 
 use auth::{AuthError, Authenticator};
-pub use blob::{BlobError, BlobReader};
-pub use digest::{sha256, sha256_digest, sha256_hex};
-pub use error::RegistryError;
+pub(crate) use blob::BlobError;
+pub(crate) use digest::{sha256, sha256_digest, sha256_hex};
+pub(crate) use error::RegistryError;
 pub use oci::*;
 
 use digest::{Digester, verify};
 use error::describe_error_body;
 
 /// The registry client: one per run, shared by every image.
-pub struct RegistryClient {
+pub(crate) struct RegistryClient {
     transport: Arc<Transport>,
     auth: Arc<Authenticator>,
     /// `http` for insecure registries found to speak plain HTTP, keyed by registry and insecurity:
@@ -68,7 +68,7 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(transport: Arc<Transport>, auth: Arc<Authenticator>) -> RegistryClient {
+    pub(crate) fn new(transport: Arc<Transport>, auth: Arc<Authenticator>) -> RegistryClient {
         RegistryClient {
             transport,
             auth,
@@ -79,7 +79,7 @@ impl RegistryClient {
     }
 
     /// Retries as `policy` says (otherwise as `RetryPolicy::default()`).
-    pub fn with_retry(mut self, policy: RetryPolicy) -> RegistryClient {
+    pub(crate) fn with_retry(mut self, policy: RetryPolicy) -> RegistryClient {
         self.retry = policy;
         self
     }
@@ -315,7 +315,7 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest or index by tag or digest. By digest, the body must hash to it.
-    pub async fn manifest(
+    pub(crate) async fn manifest(
         &self,
         source: &Source,
         object: &str,
@@ -384,7 +384,7 @@ impl RegistryClient {
     }
 
     /// Fetches a small blob (an image config) whole, verified.
-    pub async fn small_blob(
+    pub(crate) async fn small_blob(
         &self,
         source: &Source,
         descriptor: &Descriptor,
@@ -430,7 +430,7 @@ impl RegistryClient {
     /// blob's digest: the caller verifies them against digests it trusts. A registry that answers
     /// with the whole blob (200) or with other ranges gives `RangeRefused`, its body unread; a body
     /// cut short is fetched again, as `retry` says.
-    pub async fn blob_ranges(
+    pub(crate) async fn blob_ranges(
         &self,
         source: &Source,
         descriptor: &Descriptor,

@@ -4,46 +4,47 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Manifests and configs are small documents; containers/image caps them at 4 MiB (CVE-2020-1702).
-pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+pub(crate) const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
 /// A descriptor as found in manifests and indexes (only the fields we use).
 #[derive(Debug, Clone, Deserialize)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default)]
-    pub platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     /// Kept as JSON: a non-string value must not make the whole manifest unreadable.
     #[serde(default)]
-    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Descriptor {
     /// A string annotation of this descriptor.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
+    pub(crate) fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.as_ref()?.get(key)?.as_str()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Platform {
+pub(crate) struct Platform {
     #[serde(default)]
-    pub os: String,
+    pub(crate) os: String,
     #[serde(default)]
-    pub architecture: String,
+    pub(crate) architecture: String,
     #[serde(default)]
-    pub variant: Option<String>,
+    pub(crate) variant: Option<String>,
 }
 
 impl std::fmt::Display for Platform {
@@ -58,7 +59,7 @@ impl std::fmt::Display for Platform {
 
 impl Platform {
     /// `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Option<Platform> {
+    pub(crate) fn parse(text: &str) -> Option<Platform> {
         let mut parts = text.split('/');
         let os = parts.next().filter(|s| !s.is_empty())?;
         let architecture = parts.next().filter(|s| !s.is_empty())?;
@@ -74,7 +75,7 @@ impl Platform {
     }
 
     /// The platform this binary runs on, in OCI terms.
-    pub fn running() -> Platform {
+    pub(crate) fn running() -> Platform {
         let architecture = match std::env::consts::ARCH {
             "x86_64" => "amd64",
             "aarch64" => "arm64",
@@ -91,7 +92,7 @@ impl Platform {
 
     /// Whether an index entry's platform satisfies this (requested) one: os and architecture equal, and
     /// the variant equal when one was asked for (arm64's implicit variant is v8).
-    pub fn accepts(&self, candidate: &Platform) -> bool {
+    pub(crate) fn accepts(&self, candidate: &Platform) -> bool {
         let variant = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
             ("arm64", None | Some("")) => Some("v8".to_string()),
             (_, Some("")) => None,
@@ -106,28 +107,28 @@ impl Platform {
 /// An image manifest (OCI or Docker v2s2).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageManifest {
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
+    pub(crate) config: Descriptor,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageIndex {
-    pub manifests: Vec<Descriptor>,
+    pub(crate) manifests: Vec<Descriptor>,
 }
 
 /// The image configuration fields we look at.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ImageConfig {
+pub(crate) struct ImageConfig {
     #[serde(default)]
-    pub os: String,
+    pub(crate) os: String,
     #[serde(default)]
-    pub architecture: String,
+    pub(crate) architecture: String,
     #[serde(default)]
-    pub variant: Option<String>,
+    pub(crate) variant: Option<String>,
 }
 
 impl ImageConfig {
-    pub fn platform(&self) -> Platform {
+    pub(crate) fn platform(&self) -> Platform {
         Platform {
             os: self.os.clone(),
             architecture: self.architecture.clone(),
@@ -145,13 +146,13 @@ pub enum Manifest {
 /// A manifest as fetched: its bytes, its digest (computed, and verified when asked by digest), and what
 /// it parsed to.
 #[derive(Debug, Clone)]
-pub struct FetchedManifest {
-    pub digest: String,
-    pub media_type: String,
-    pub size: u64,
-    pub manifest: Manifest,
+pub(crate) struct FetchedManifest {
+    pub(crate) digest: String,
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
+    pub(crate) manifest: Manifest,
     /// The body as served (the digest is of these bytes).
-    pub body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 /// The shape a manifest body must have, whatever its headers claim (GHSA-5j5w-g665-5m35: a document must

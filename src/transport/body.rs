@@ -11,7 +11,7 @@ use crate::error::error_chain;
 
 /// Why a whole-body read failed.
 #[derive(Debug)]
-pub enum BodyFailure {
+pub(crate) enum BodyFailure {
     TooLarge(usize),
     Cut(String),
     Stalled(Duration),
@@ -29,7 +29,7 @@ impl std::fmt::Display for BodyFailure {
 
 /// Reads the whole body: fails once it grows past `cap` bytes, or when no data comes for `idle`
 /// (when given; a caller without it bounds the whole read instead).
-pub async fn read_capped(
+pub(crate) async fn read_capped(
     mut body: Incoming,
     cap: usize,
     idle: Option<Duration>,

@@ -34,16 +34,16 @@ use proxy::Proxies;
 use proxy::connector::{ProxyConnector, ProxyError};
 use trust::{Roots, TrustError};
 
-pub mod body;
-pub mod proxy;
+pub(crate) mod body;
+pub(crate) mod proxy;
 pub mod retry;
-pub mod trust;
+pub(crate) mod trust;
 
 const MAX_REDIRECTS: usize = 5;
 pub(crate) const USER_AGENT_VALUE: &str = concat!("provider-images/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Error)]
-pub enum TransportError {
+pub(crate) enum TransportError {
     #[error("cannot connect to {host}: {cause}")]
     Connect {
         host: String,
@@ -71,10 +71,10 @@ pub enum TransportError {
 
 /// A URL as it may be shown: without its query string or user info.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SafeUrl(String);
+pub(crate) struct SafeUrl(String);
 
 impl SafeUrl {
-    pub fn new(uri: &Uri) -> SafeUrl {
+    pub(crate) fn new(uri: &Uri) -> SafeUrl {
         let scheme = uri.scheme_str().unwrap_or("https");
         let host = uri.host().unwrap_or("");
         let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
@@ -89,17 +89,17 @@ impl fmt::Display for SafeUrl {
     }
 }
 
-pub struct TransportConfig {
-    pub roots: Roots,
-    pub connect_timeout: Duration,
+pub(crate) struct TransportConfig {
+    pub(crate) roots: Roots,
+    pub(crate) connect_timeout: Duration,
     /// How long to wait for a response's headers.
-    pub response_timeout: Duration,
-    pub proxies: Arc<Proxies>,
+    pub(crate) response_timeout: Duration,
+    pub(crate) proxies: Arc<Proxies>,
 }
 
 type HttpsClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 
-pub struct Transport {
+pub(crate) struct Transport {
     verified: HttpsClient,
     unverified: HttpsClient,
     response_timeout: Duration,
@@ -107,7 +107,7 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(config: TransportConfig) -> Result<Transport, TransportError> {
+    pub(crate) fn new(config: TransportConfig) -> Result<Transport, TransportError> {
         let verified = trust::verifying_config(&config.roots)?;
         // A proxy is verified like a registry (never with an insecure registry's configuration),
         // and spoken to in HTTP/1.1 only: no ALPN.
@@ -137,13 +137,13 @@ impl Transport {
     }
 
     /// How long a response may take to arrive.
-    pub fn response_timeout(&self) -> Duration {
+    pub(crate) fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
 
     /// GETs `url`, following redirects. `authorization` goes only to `url`'s own origin (scheme, host and
     /// port): never to a redirect target elsewhere.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         url: Uri,
         headers: &HeaderMap,
@@ -192,7 +192,7 @@ impl Transport {
     }
 
     /// POSTs a form (an OAuth2 token grant). Redirects are not followed: a token endpoint answers itself.
-    pub async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         url: Uri,
         form: String,
@@ -265,11 +265,11 @@ impl Transport {
 /// serves, if that source is insecure. A request is sent unverified (and may be plain http) only
 /// when it goes to that same host and port; without a port, the scheme's default port.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Insecure<'a>(Option<&'a str>);
+pub(crate) struct Insecure<'a>(Option<&'a str>);
 
 impl<'a> Insecure<'a> {
     /// Requests to `registry` unverified when `insecure`, all others verified.
-    pub fn registry(registry: &'a str, insecure: bool) -> Insecure<'a> {
+    pub(crate) fn registry(registry: &'a str, insecure: bool) -> Insecure<'a> {
         Insecure(insecure.then_some(registry))
     }
 

@@ -34,25 +34,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 
 /// The hidden variable that overrides the retry timings (for tests).
-pub const ENV: &str = "PROVIDER_IMAGES_RETRY";
+pub(crate) const ENV: &str = "PROVIDER_IMAGES_RETRY";
 
 /// How often and how patiently requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Tries per request (the first included).
-    pub tries: u32,
+    pub(crate) tries: u32,
     /// The backoff before the first retry (drawn from `[base/2, base]`); it doubles with each retry.
-    pub base: Duration,
+    pub(crate) base: Duration,
     /// Longest backoff between two tries.
-    pub max: Duration,
+    pub(crate) max: Duration,
     /// Longest `Retry-After` honoured; a longer one is waited only this long.
-    pub retry_after_max: Duration,
+    pub(crate) retry_after_max: Duration,
     /// How long a body may stall between two chunks before the download counts as cut.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
     /// How long to wait for a response's headers.
-    pub headers: Duration,
+    pub(crate) headers: Duration,
     /// The end of the run (`--timeout`): no wait is started that would end after it.
-    pub deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Default for RetryPolicy {
@@ -73,7 +73,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The defaults, with what `PROVIDER_IMAGES_RETRY` sets.
-    pub fn from_env() -> Result<RetryPolicy, String> {
+    pub(crate) fn from_env() -> Result<RetryPolicy, String> {
         match std::env::var(ENV) {
             Ok(spec) => RetryPolicy::parse(&spec).map_err(|e| format!("{ENV}: {e}")),
             Err(_) => Ok(RetryPolicy::default()),
@@ -82,7 +82,7 @@ impl RetryPolicy {
 
     /// `key=value` pairs separated by commas: `tries`, `base`, `max`, `retry-after-max`, `idle`,
     /// `headers` (durations as for `--timeout`, e.g. `5ms`, `2s`).
-    pub fn parse(spec: &str) -> Result<RetryPolicy, String> {
+    pub(crate) fn parse(spec: &str) -> Result<RetryPolicy, String> {
         let mut policy = RetryPolicy::default();
         for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = pair
@@ -108,13 +108,13 @@ impl RetryPolicy {
         Ok(policy)
     }
 
-    pub fn with_deadline(mut self, deadline: Instant) -> RetryPolicy {
+    pub(crate) fn with_deadline(mut self, deadline: Instant) -> RetryPolicy {
         self.deadline = Some(deadline);
         self
     }
 
     /// A fresh count of tries under this policy.
-    pub fn attempts(&self) -> Attempts {
+    pub(crate) fn attempts(&self) -> Attempts {
         Attempts {
             policy: *self,
             failures: 0,
@@ -136,7 +136,7 @@ impl RetryPolicy {
 
 /// Why a failed request is not tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUp {
+pub(crate) enum GiveUp {
     /// Every try was used.
     Tries(u32),
     /// The next try would start after the run's deadline.
@@ -164,7 +164,7 @@ impl fmt::Display for GiveUp {
 
 /// The tries of one request (or one chain of resumes): counts failures and says how long to wait.
 #[derive(Debug, Clone)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     policy: RetryPolicy,
     failures: u32,
     /// Set by `once`: the registry was found unreachable before.
@@ -173,7 +173,7 @@ pub struct Attempts {
 
 impl Attempts {
     /// Only one try, whatever the policy says: for a registry that stayed unreachable before.
-    pub fn once(mut self) -> Attempts {
+    pub(crate) fn once(mut self) -> Attempts {
         self.policy.tries = 1;
         self.unreachable = true;
         self
@@ -181,7 +181,7 @@ impl Attempts {
 
     /// Records a failed try; returns the wait before the next one, or why there is none.
     /// `retry_after` is what the server asked for, if anything.
-    pub fn failed(&mut self, retry_after: Option<Duration>) -> Result<Duration, GiveUp> {
+    pub(crate) fn failed(&mut self, retry_after: Option<Duration>) -> Result<Duration, GiveUp> {
         self.failures += 1;
         if self.unreachable {
             return Err(GiveUp::Unreachable);
@@ -204,18 +204,18 @@ impl Attempts {
     }
 
     /// New bytes arrived: the failures before them no longer count.
-    pub fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.failures = 0;
     }
 
     /// The number of the try about to be made (1 for the first).
-    pub fn next_try(&self) -> u32 {
+    pub(crate) fn next_try(&self) -> u32 {
         self.failures + 1
     }
 }
 
 /// 408, 429 and 5xx: the server may answer differently if asked again.
-pub fn retryable_status(status: StatusCode) -> bool {
+pub(crate) fn retryable_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
@@ -224,7 +224,7 @@ pub fn retryable_status(status: StatusCode) -> bool {
 /// Whether a failed request (hyper's error, with its sources) may succeed if tried again: anything the
 /// network did (refused, reset, EOF, timeouts, DNS), but not what TLS decided (an untrusted
 /// certificate, a failed handshake), nor a request hyper itself refused to send.
-pub fn is_transient(error: &(dyn StdError + 'static)) -> bool {
+pub(crate) fn is_transient(error: &(dyn StdError + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
         if error.downcast_ref::<rustls::Error>().is_some() {

@@ -18,7 +18,7 @@ mod der;
 mod leaf;
 
 #[derive(Debug, Error)]
-pub enum TrustError {
+pub(crate) enum TrustError {
     #[error("cannot read CA file {path}: {source}")]
     ReadCaFile {
         path: PathBuf,
@@ -35,14 +35,14 @@ pub enum TrustError {
 
 /// Roots collected from every source, each remembered with where it came from (for the log).
 #[derive(Debug, Default)]
-pub struct Roots {
+pub(crate) struct Roots {
     extra: Vec<(String, CertificateDer<'static>)>,
 }
 
 impl Roots {
     /// Adds every certificate of a PEM bundle. Non-certificate blocks are skipped (as Go's
     /// AppendCertsFromPEM does); a bundle with no certificate at all is an error for files the user named.
-    pub fn add_pem(&mut self, origin: &str, pem: &[u8]) -> Result<usize, TrustError> {
+    pub(crate) fn add_pem(&mut self, origin: &str, pem: &[u8]) -> Result<usize, TrustError> {
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| TrustError::BadCertificate {
@@ -55,7 +55,7 @@ impl Roots {
         Ok(added)
     }
 
-    pub fn add_file(&mut self, path: &Path) -> Result<(), TrustError> {
+    pub(crate) fn add_file(&mut self, path: &Path) -> Result<(), TrustError> {
         let pem = std::fs::read(path).map_err(|source| TrustError::ReadCaFile {
             path: path.to_path_buf(),
             source,
@@ -67,7 +67,7 @@ impl Roots {
         Ok(())
     }
 
-    pub fn extra_count(&self) -> usize {
+    pub(crate) fn extra_count(&self) -> usize {
         self.extra.len()
     }
 
@@ -94,7 +94,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The verifying configuration used for every registry not listed as insecure.
-pub fn verifying_config(roots: &Roots) -> Result<ClientConfig, TrustError> {
+pub(crate) fn verifying_config(roots: &Roots) -> Result<ClientConfig, TrustError> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -185,7 +185,7 @@ impl ServerCertVerifier for BundleLeafVerifier {
 }
 
 /// The configuration for `--insecure-registry` hosts: TLS without certificate verification.
-pub fn unverified_config() -> Result<ClientConfig, TrustError> {
+pub(crate) fn unverified_config() -> Result<ClientConfig, TrustError> {
     let provider = provider();
     let verifier = AcceptAnyCertificate(provider.signature_verification_algorithms);
     Ok(ClientConfig::builder_with_provider(provider)

@@ -46,7 +46,7 @@ const MAX_INFLATE_RATIO: u64 = 100;
 const WIDTH: usize = 16;
 
 /// Partial pulls for one run: whether they are on, and what they cost.
-pub struct Partial {
+pub(crate) struct Partial {
     enabled: bool,
     in_flight: tokio::sync::Semaphore,
     stats: Stats,
@@ -89,7 +89,7 @@ impl Fallback {
 }
 
 impl Partial {
-    pub fn new(enabled: bool) -> Partial {
+    pub(crate) fn new(enabled: bool) -> Partial {
         Partial {
             enabled,
             in_flight: tokio::sync::Semaphore::new(WIDTH),
@@ -99,7 +99,7 @@ impl Partial {
 
     /// The layer's contribution from a partial pull, or None (with a log line saying why) when the
     /// layer is to be pulled whole; the caller then does so, and that is counted here already.
-    pub async fn contribution(
+    pub(crate) async fn contribution(
         &self,
         client: &RegistryClient,
         source: &Source,
@@ -155,7 +155,7 @@ impl Partial {
 
     /// One log line for the run: layers pulled partially and whole, bytes fetched against the
     /// layers' sizes, blob requests made.
-    pub fn log_summary(&self) {
+    pub(crate) fn log_summary(&self) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let layer_bytes = load(&self.stats.layer_bytes);
         let fetched = load(&self.stats.fetched_bytes);

@@ -93,6 +93,7 @@ pub struct RegistrySources {
 }
 
 impl RegistrySources {
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.allowed.is_empty() && self.blocked.is_empty() && self.insecure.is_empty()
     }
@@ -100,21 +101,21 @@ impl RegistrySources {
 
 /// One physical reference to try, in the order [`MirrorTable::pull_sources`] returns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullSource {
+pub(crate) struct PullSource {
     /// What to pull: registry and repository rewritten for a mirror, tag and digest kept.
-    pub reference: Reference,
-    pub origin: SourceOrigin,
+    pub(crate) reference: Reference,
+    pub(crate) origin: SourceOrigin,
     /// Why it must not be contacted, if it must not. A blocked source stays in the list (as on
     /// the node) so that a failed pull can say what was skipped and why.
-    pub blocked: Option<String>,
+    pub(crate) blocked: Option<String>,
     /// Why plain HTTP or unverified TLS is allowed for this source's own registry, if it is: its
     /// location (not its source's) is inside an insecure scope.
-    pub insecure: Option<Insecure>,
+    pub(crate) insecure: Option<Insecure>,
 }
 
 impl PullSource {
     /// What `resolve` and the extract log say of a source they skip: the same words in both.
-    pub fn not_contacted(&self) -> Option<String> {
+    pub(crate) fn not_contacted(&self) -> Option<String> {
         self.blocked
             .as_ref()
             .map(|why| format!("not contacted: {why}"))
@@ -123,7 +124,7 @@ impl PullSource {
 
 /// Why a pull source may be reached over plain HTTP or with TLS unverified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Insecure {
+pub(crate) enum Insecure {
     /// Inside this `image.config` `registrySources.insecureRegistries` scope.
     Scope(String),
     /// Named by `--insecure-registry HOST[:PORT]`.
@@ -141,7 +142,7 @@ impl fmt::Display for Insecure {
 
 /// Where a [`PullSource`] comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceOrigin {
+pub(crate) enum SourceOrigin {
     Mirror {
         /// The matched rule source.
         source: String,
@@ -178,7 +179,7 @@ impl fmt::Display for PullSource {
 
 /// Why [`MirrorTable::pull_sources`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum MirrorError {
+pub(crate) enum MirrorError {
     /// Boxed: the details are many strings, and the `Ok` path should not pay for them.
     #[error(transparent)]
     InvalidRewrite(Box<InvalidRewrite>),
@@ -192,23 +193,23 @@ pub enum MirrorError {
     "{kind}/{name}: mirror rule {rule_source} → {mirror} rewrites {reference} to {rewritten:?}, \
      which is not a valid image reference: {cause}"
 )]
-pub struct InvalidRewrite {
+pub(crate) struct InvalidRewrite {
     /// The object that listed the mirror (the first in sorted order, if several did).
-    pub kind: MirrorKind,
-    pub name: String,
+    pub(crate) kind: MirrorKind,
+    pub(crate) name: String,
     /// The rule source (not named `source`: thiserror would take it for the error chain).
-    pub rule_source: String,
-    pub mirror: String,
+    pub(crate) rule_source: String,
+    pub(crate) mirror: String,
     /// The reference being resolved.
-    pub reference: String,
+    pub(crate) reference: String,
     /// What the rewrite produced.
-    pub rewritten: String,
-    pub cause: RewriteError,
+    pub(crate) rewritten: String,
+    pub(crate) cause: RewriteError,
 }
 
 /// Why a rewritten reference is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RewriteError {
+pub(crate) enum RewriteError {
     #[error("{0}")]
     Invalid(ReferenceErrorKind),
     /// It parses, but only by normalisation into something else (e.g. `mirror.local@sha256:…`
@@ -240,7 +241,7 @@ struct Entry {
 
 /// The resolved mirror configuration of a cluster.
 #[derive(Debug, Clone, Default)]
-pub struct MirrorTable {
+pub(crate) struct MirrorTable {
     /// IDMS + ICSP groups, most specific source first.
     digest: Vec<Group>,
     /// ITMS groups, most specific source first.
@@ -263,7 +264,7 @@ type ObjectRef<'a> = (MirrorKind, &'a str);
 impl MirrorTable {
     /// Builds the table. Never fails: what the node's MCO would refuse to render is resolved on
     /// the safe side and reported in [`MirrorTable::warnings`].
-    pub fn new(objects: &[MirrorObject], registry_sources: &RegistrySources) -> MirrorTable {
+    pub(crate) fn new(objects: &[MirrorObject], registry_sources: &RegistrySources) -> MirrorTable {
         let mut warnings = Warnings::default();
 
         // Policies are compared per exact source string across all kinds, as MCO does with one
@@ -381,18 +382,19 @@ impl MirrorTable {
 
     /// Adds `--insecure-registry` entries: `host` makes every port of that host insecure,
     /// `host:port` that port only. Unlike the cluster's scopes they name whole registries.
-    pub fn with_insecure_registries(mut self, entries: &[String]) -> MirrorTable {
+    pub(crate) fn with_insecure_registries(mut self, entries: &[String]) -> MirrorTable {
         self.insecure_flags = entries.to_vec();
         self
     }
 
     /// What the table resolved on the safe side or will never use, for the operator to fix.
-    pub fn warnings(&self) -> &[String] {
+    pub(crate) fn warnings(&self) -> &[String] {
         &self.warnings
     }
 
+    #[cfg(test)]
     /// No mirrors and no scopes: every reference is its own only source.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.scopes.is_empty() && self.insecure_flags.is_empty()
     }
 
@@ -405,7 +407,10 @@ impl MirrorTable {
     ///
     /// (differs from the node) The table is chosen before matching: on the node a more
     /// specific source of the other table shadows this table's match (vector 37).
-    pub fn pull_sources(&self, reference: &Reference) -> Result<Vec<PullSource>, MirrorError> {
+    pub(crate) fn pull_sources(
+        &self,
+        reference: &Reference,
+    ) -> Result<Vec<PullSource>, MirrorError> {
         let table = if reference.digest.is_some() {
             &self.digest
         } else {
@@ -459,7 +464,7 @@ impl MirrorTable {
     /// Where the node would treat `reference` otherwise than [`MirrorTable::pull_sources`] does,
     /// each with its vector, for `resolve` to say. Blocking is never among them: it is judged as on
     /// the node.
-    pub fn departures(&self, reference: &Reference) -> Vec<String> {
+    pub(crate) fn departures(&self, reference: &Reference) -> Vec<String> {
         let table = if reference.digest.is_some() {
             &self.digest
         } else {

@@ -42,7 +42,7 @@ const MAX_ANSWER_HEAD: usize = 16 << 10;
 
 /// A failure that is the proxy's, named with the proxy's `host:port` (never its credentials).
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("proxy {proxy} unreachable: {cause}")]
     Unreachable { proxy: String, cause: String },
     #[error("TLS to proxy {proxy}: {cause}")]
@@ -71,7 +71,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The first `ProxyError` in an error's source chain (hyper wraps connector errors).
-    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a ProxyError> {
+    pub(crate) fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a ProxyError> {
         let mut current = Some(error);
         while let Some(error) = current {
             if let Some(found) = error.downcast_ref::<ProxyError>() {
@@ -89,7 +89,7 @@ impl ProxyError {
 
 /// Direct TCP, or a stream through the proxy that `Proxies` names for the target.
 #[derive(Clone)]
-pub struct ProxyConnector {
+pub(crate) struct ProxyConnector {
     direct: HttpConnector,
     /// For https:// proxies: the verifying configuration, without ALPN (we speak HTTP/1.1 to them).
     proxy_tls: TlsConnector,
@@ -97,7 +97,7 @@ pub struct ProxyConnector {
 }
 
 impl ProxyConnector {
-    pub fn new(
+    pub(crate) fn new(
         direct: HttpConnector,
         proxy_tls: Arc<rustls::ClientConfig>,
         proxies: Arc<Proxies>,
@@ -281,7 +281,7 @@ async fn connect_tunnel(
 }
 
 /// The connection to a proxy.
-pub enum ProxyIo {
+pub(crate) enum ProxyIo {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -327,7 +327,7 @@ impl AsyncWrite for ProxyIo {
 }
 
 /// What the connector hands to the TLS layer.
-pub enum ProxyStream {
+pub(crate) enum ProxyStream {
     Direct(TokioIo<TcpStream>),
     Proxied {
         io: TokioIo<ProxyIo>,

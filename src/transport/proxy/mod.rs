@@ -16,8 +16,8 @@
 //!
 //! The connector that does this for the transport is in [`connector`].
 
-pub mod connector;
-pub mod no_proxy;
+pub(crate) mod connector;
+pub(crate) mod no_proxy;
 
 use std::fmt;
 
@@ -26,10 +26,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{HeaderValue, Uri};
 use thiserror::Error;
 
-pub use no_proxy::NoProxy;
+pub(crate) use no_proxy::NoProxy;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ProxyConfigError {
+pub(crate) enum ProxyConfigError {
     #[error("invalid proxy URL in {origin}: {why}")]
     Invalid { origin: String, why: String },
     #[error(
@@ -39,14 +39,14 @@ pub enum ProxyConfigError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyScheme {
+pub(crate) enum ProxyScheme {
     Http,
     Https,
 }
 
 /// One proxy. Shown as `scheme://host:port`, never with its credentials.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ProxyUrl {
+pub(crate) struct ProxyUrl {
     scheme: ProxyScheme,
     /// Lowercase; IPv6 without brackets.
     host: String,
@@ -60,7 +60,7 @@ pub struct ProxyUrl {
 impl ProxyUrl {
     /// Parses a proxy URL as Go's httpproxy does: a value without `scheme://` is read as
     /// `http://value`; a path is ignored.
-    pub fn parse(text: &str, origin: &str) -> Result<ProxyUrl, ProxyConfigError> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<ProxyUrl, ProxyConfigError> {
         let invalid = |why: &str| ProxyConfigError::Invalid {
             origin: origin.to_string(),
             why: why.to_string(),
@@ -150,12 +150,12 @@ impl ProxyUrl {
         })
     }
 
-    pub fn scheme(&self) -> ProxyScheme {
+    pub(crate) fn scheme(&self) -> ProxyScheme {
         self.scheme
     }
 
     /// `host:port` (IPv6 in brackets): how errors name the proxy.
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -164,17 +164,17 @@ impl ProxyUrl {
     }
 
     /// Where to open the connection to the proxy: `http(s)://host:port/`.
-    pub fn connect_uri(&self) -> Uri {
+    pub(crate) fn connect_uri(&self) -> Uri {
         format!("{}/", self).parse().unwrap_or_default()
     }
 
     /// The `Proxy-Authorization` value, when the URL carried credentials.
-    pub fn authorization(&self) -> Option<&HeaderValue> {
+    pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
         self.authorization.as_ref()
     }
 
     /// The URL with its credentials, for a client that sends them itself (kube). Never log it.
-    pub fn uri_with_credentials(&self) -> Uri {
+    pub(crate) fn uri_with_credentials(&self) -> Uri {
         let userinfo = self
             .userinfo
             .as_deref()
@@ -237,14 +237,14 @@ fn hex_value(byte: u8) -> Option<u8> {
 
 /// The proxy flags; None where the flag was not given.
 #[derive(Debug, Clone, Default)]
-pub struct ProxyFlags {
-    pub proxy: Option<String>,
-    pub no_proxy: Option<String>,
+pub(crate) struct ProxyFlags {
+    pub(crate) proxy: Option<String>,
+    pub(crate) no_proxy: Option<String>,
 }
 
 /// Which proxy each URL goes through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Proxies {
+pub(crate) struct Proxies {
     https: Option<ProxyUrl>,
     http: Option<ProxyUrl>,
     no_proxy: NoProxy,
@@ -252,7 +252,7 @@ pub struct Proxies {
 
 impl Proxies {
     /// No proxy for anything.
-    pub fn none() -> Proxies {
+    pub(crate) fn none() -> Proxies {
         Proxies::default()
     }
 
@@ -260,7 +260,7 @@ impl Proxies {
     /// environment values are skipped with a warning, as Go skips them; the flag's are errors, and
     /// so is a proxy scheme we cannot speak (socks5), wherever it came from: going direct instead
     /// would bypass the proxy the cluster asks for.
-    pub fn configure(
+    pub(crate) fn configure(
         flags: &ProxyFlags,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<(Proxies, Vec<String>), ProxyConfigError> {
@@ -313,7 +313,7 @@ impl Proxies {
     }
 
     /// The proxy a request to `uri` goes through; None for a direct connection.
-    pub fn for_uri(&self, uri: &Uri) -> Option<&ProxyUrl> {
+    pub(crate) fn for_uri(&self, uri: &Uri) -> Option<&ProxyUrl> {
         let (proxy, default_port) = match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("https") => (self.https.as_ref()?, 443),
             Some(s) if s.eq_ignore_ascii_case("http") => (self.http.as_ref()?, 80),
@@ -325,18 +325,19 @@ impl Proxies {
     }
 
     /// The proxy an https request to `authority` (`host[:port]`, a registry) goes through.
-    pub fn for_registry(&self, authority: &str) -> Option<&ProxyUrl> {
+    pub(crate) fn for_registry(&self, authority: &str) -> Option<&ProxyUrl> {
         let uri: Uri = format!("https://{authority}/").parse().ok()?;
         self.for_uri(&uri)
     }
 
     /// Whether any proxy is configured at all.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.https.is_none() && self.http.is_none()
     }
 
     /// One line for the log: which proxies, and whether anything bypasses them.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let show = |p: &Option<ProxyUrl>| p.as_ref().map_or("none".to_string(), |p| p.to_string());
         format!(
             "https: {}, http: {}, no_proxy: {}",

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 
 /// A parsed `NO_PROXY` list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NoProxy {
+pub(crate) struct NoProxy {
     /// `*` was in the list.
     all: bool,
     ips: Vec<IpEntry>,
@@ -47,7 +47,7 @@ struct DomainEntry {
 }
 
 impl NoProxy {
-    pub fn parse(list: &str) -> NoProxy {
+    pub(crate) fn parse(list: &str) -> NoProxy {
         let mut parsed = NoProxy::default();
         for entry in list.split(',') {
             let entry = entry.trim().to_ascii_lowercase();
@@ -98,13 +98,13 @@ impl NoProxy {
     }
 
     /// Whether nothing is listed at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         !self.all && self.ips.is_empty() && self.domains.is_empty()
     }
 
     /// Whether a request to `host` (a name, or an IP address without brackets) on `port` goes
     /// direct. Loopback addresses and `localhost` always do.
-    pub fn bypasses(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn bypasses(&self, host: &str, port: u16) -> bool {
         let host = host.trim().trim_start_matches('[').trim_end_matches(']');
         let host = host.to_ascii_lowercase();
         let ip = IpAddr::from_str(&host).ok().map(|ip| ip.to_canonical());
