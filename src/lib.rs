@@ -1,8 +1,10 @@
 //! provider-images: turn a list of provider image references into a directory of extracted CAPI
 //! provider manifests, on connected and disconnected OpenShift clusters alike.
 //!
-//! Data flows left to right through the modules, never back:
-//! images.json → cluster → plan (mirrors, trust, auth) → registry → layers → profiles → publish.
+//! The folders are the pipeline; data flows left to right, never back:
+//! images.json → cluster → plan (mirrors, keychain) → registry (over transport: TLS, proxy,
+//! retries) → layers → profiles → publish, driven by `extract` (or `resolve`, which stops at the
+//! plan). `run` is one command's run; `main.rs` only parses, logs, and exits.
 
 pub mod cli;
 pub mod cluster;

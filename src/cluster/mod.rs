@@ -1,5 +1,6 @@
 //! What the cluster says: mirror objects (IDMS, ITMS, ICSP), image.config/cluster, the CA ConfigMaps
 //! and the pull secret, read once before any pull, from the API (kube) or from a directory of dumps.
+//! Never talks to a registry.
 //!
 //! Missing optional things are not errors: a mirror kind whose CRD is not installed, an absent
 //! ConfigMap, Image or Secret each count as empty and leave a note (logged as it happens). Anything

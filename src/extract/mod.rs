@@ -1,5 +1,6 @@
 //! `provider-images extract`: pull every image of images.json, compute what each image volume would show
 //! under `capi-operator-manifests/`, and publish the tree with index.json — all of it, or nothing.
+//! The one module that drives the whole pipeline; what each stage does is the stage's own module.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! Layer blobs → the `capi-operator-manifests/` subtree that an image volume of the image would show.
+//! Imports nothing else of the crate: bytes in, a subtree out.
 //!
 //! [`contribution`] turns one layer blob into what it contributes to the subtree, independently of
 //! every other layer (so layers may be read in parallel); [`Subtree::apply`] then merges the

@@ -1,5 +1,6 @@
 //! The plan for one reference: the ordered pull sources (mirrors, then the source), each with the registry
-//! host to contact and the pull-secret entry that would answer for it. Nothing is contacted here.
+//! host to contact and the pull-secret entry that would answer for it. Nothing is contacted here:
+//! `mirrors` (the node's rules) and `keychain` (the pull secret) do no I/O.
 
 use std::sync::Arc;
 

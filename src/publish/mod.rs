@@ -1,4 +1,5 @@
-//! Writing the output tree and `index.json` atomically.
+//! Writing the output tree and `index.json` atomically. Knows nothing of images or of index.json's
+//! content, and imports nothing else of the crate but the calendar arithmetic in `time`.
 //!
 //! `<out>` may be a mount point (an emptyDir or a PVC), so the tree cannot be swapped by renaming `<out>`
 //! itself; the swap happens inside it, the way the kubelet's AtomicWriter updates ConfigMap volumes:

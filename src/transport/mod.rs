@@ -1,4 +1,5 @@
 //! One HTTP client for everything that talks to registries: TLS, proxies, redirects and timeouts.
+//! Knows nothing of OCI: registries, tokens and blobs are URLs and bodies here.
 //!
 //! hyper follows no redirects, so the loop is ours: it strips the registry's `Authorization` when a
 //! redirect leaves the origin it was meant for (blob downloads are often redirected to object storage with

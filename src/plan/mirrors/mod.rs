@@ -1,4 +1,4 @@
-//! The mirror table and the ordered pull sources for a reference.
+//! The mirror table and the ordered pull sources for a reference. Pure: no I/O.
 //!
 //! Built from the cluster's ImageDigestMirrorSets, ImageTagMirrorSets, ImageContentSourcePolicies
 //! and `image.config.openshift.io/cluster` `registrySources`, it answers what the node's
