@@ -1,4 +1,4 @@
-//! Self-tests of the shared harness in tests/common: each checks one promise the project's
+//! Self-tests of the shared harness in tests/it/common: each checks one promise the project's
 //! integration tests rely on, against a real registry where one is involved.
 
 use crate::common;
