@@ -5,6 +5,7 @@
 //! `✗` marks a blocked source and a trailing ` (insecure)` an insecure one.
 
 use super::*;
+use crate::reference::ReferenceErrorKind;
 
 fn digest() -> String {
     format!("sha256:{}", "a".repeat(64))
