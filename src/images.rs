@@ -7,20 +7,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::reference::{Reference, ReferenceError};
+use crate::registry::sha256_hex;
 
 /// One distinct image to pull, with every component name that lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageEntry {
     /// The reference exactly as written in images.json; the volume name and index.json use it.
-    pub reference_text: String,
-    pub reference: Reference,
+    pub(crate) reference_text: String,
+    pub(crate) reference: Reference,
     /// Every key listing this reference, sorted.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// [`volume_name`] of `reference_text`.
-    pub volume: String,
+    pub(crate) volume: String,
 }
 
 /// Why images.json was refused. Each message names the file; the cause is also the
@@ -66,7 +66,10 @@ pub enum ImagesError {
 ///
 /// `source` names the file in errors. An empty object is valid and yields no images. When the
 /// JSON repeats a key, the last value wins, as with the operator's Go `encoding/json` decoding.
-pub fn parse_images_json(bytes: &[u8], source: &str) -> Result<Vec<ImageEntry>, ImagesError> {
+pub(crate) fn parse_images_json(
+    bytes: &[u8],
+    source: &str,
+) -> Result<Vec<ImageEntry>, ImagesError> {
     let file = || source.to_string();
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ImagesError::Json {
         file: file(),
@@ -138,7 +141,7 @@ fn entries_of(
 }
 
 /// Entries for references given on a command line (no images.json names), deduplicated and sorted.
-pub fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceError> {
+pub(crate) fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceError> {
     let unique: std::collections::BTreeSet<&String> = texts.iter().collect();
     unique
         .into_iter()
@@ -154,7 +157,7 @@ pub fn from_references(texts: &[String]) -> Result<Vec<ImageEntry>, ReferenceErr
 }
 
 /// Reads and parses images.json at `path`; see [`parse_images_json`].
-pub fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
+pub(crate) fn read_images_json(path: &Path) -> Result<Vec<ImageEntry>, ImagesError> {
     let bytes = std::fs::read(path).map_err(|e| ImagesError::Read {
         path: path.to_path_buf(),
         source: e,
@@ -230,7 +233,7 @@ fn read_key_files(dir: &Path) -> Result<BTreeMap<String, String>, ImagesError> {
 /// The hash keeps names of different refs with the same last segment (`a/x:v1`, `b/x:v1`)
 /// apart. References reaching here have been validated and are ASCII; any other character
 /// would become '-' too.
-pub fn volume_name(reference_text: &str) -> String {
+pub(crate) fn volume_name(reference_text: &str) -> String {
     let before_digest = reference_text
         .split_once('@')
         .map_or(reference_text, |(name, _)| name);
@@ -248,7 +251,7 @@ pub fn volume_name(reference_text: &str) -> String {
             }
         })
         .collect();
-    let hash = hex::encode(Sha256::digest(reference_text.as_bytes()));
+    let hash = sha256_hex(reference_text.as_bytes());
     name.push('-');
     name.push_str(&hash[..8]);
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
@@ -266,6 +269,13 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// Usage errors (bad images.json): exit 2.
+impl crate::error::ExitStatus for ImagesError {
+    fn exit_code(&self) -> u8 {
+        2
     }
 }
 

@@ -1,26 +1,24 @@
 //! provider-images: turn a list of provider image references into a directory of extracted CAPI
 //! provider manifests, on connected and disconnected OpenShift clusters alike.
 //!
-//! Data flows left to right through the modules, never back:
-//! images.json → cluster → plan (mirrors, trust, auth) → registry → layers → profiles → publish.
+//! The folders are the pipeline; data flows left to right, never back:
+//! images.json → cluster → plan (mirrors, keychain) → registry (over transport: TLS, proxy,
+//! retries) → layers → profiles → publish, driven by `extract` (or `resolve`, which stops at the
+//! plan). `run` is one command's run; `main.rs` only parses, logs, and exits.
 
-pub mod auth;
-pub mod cache;
 pub mod cli;
 pub mod cluster;
-pub mod extract;
-pub mod images;
+pub mod error;
+mod extract;
+mod images;
 pub mod layers;
-pub mod mirrors;
-pub mod partial;
 pub mod plan;
-pub mod profiles;
-pub mod proxy;
-pub mod publish;
+mod profiles;
+mod publish;
 pub mod reference;
 pub mod registry;
-pub mod resolve;
-pub mod retry;
-pub mod setup;
+mod resolve;
+pub mod run;
+mod setup;
+mod time;
 pub mod transport;
-pub mod trust;

@@ -7,16 +7,16 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::layers::Subtree;
+use crate::registry::sha256_hex;
 
-pub const METADATA: &str = "metadata.yaml";
-pub const MANIFESTS: &str = "manifests.yaml";
+pub(crate) const METADATA: &str = "metadata.yaml";
+pub(crate) const MANIFESTS: &str = "manifests.yaml";
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ProfileError {
+pub(crate) enum ProfileError {
     #[error("profile {profile}: missing {file}")]
     Missing { profile: String, file: &'static str },
     #[error("failed to parse metadata.yaml for profile {profile}: {cause}")]
@@ -26,34 +26,30 @@ pub enum ProfileError {
 /// metadata.yaml as the operator reads it: unknown keys ignored, absent keys empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Metadata {
+pub(crate) struct Metadata {
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
+    pub(crate) attributes: BTreeMap<String, String>,
     #[serde(default)]
-    pub ocp_platform: String,
+    pub(crate) ocp_platform: String,
     #[serde(default)]
-    pub self_image_ref: String,
+    pub(crate) self_image_ref: String,
     #[serde(default)]
-    pub install_order: i64,
+    pub(crate) install_order: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    pub metadata: Metadata,
+pub(crate) struct Profile {
+    pub(crate) name: String,
+    pub(crate) metadata: Metadata,
     /// sha256 hex of manifests.yaml as written.
-    pub content_id: String,
-    pub metadata_sha256: String,
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    pub(crate) content_id: String,
+    pub(crate) metadata_sha256: String,
 }
 
 /// The profiles of a merged subtree, sorted by name. An empty list means the image has none (skipped).
-pub fn discover(subtree: &Subtree) -> Result<Vec<Profile>, ProfileError> {
+pub(crate) fn discover(subtree: &Subtree) -> Result<Vec<Profile>, ProfileError> {
     let mut profiles = Vec::new();
     if !subtree.exists() {
         return Ok(profiles);
@@ -76,7 +72,11 @@ pub fn discover(subtree: &Subtree) -> Result<Vec<Profile>, ProfileError> {
 }
 
 /// The profile `name` made of these two files.
-pub fn describe(name: &str, metadata: &[u8], manifests: &[u8]) -> Result<Profile, ProfileError> {
+pub(crate) fn describe(
+    name: &str,
+    metadata: &[u8],
+    manifests: &[u8],
+) -> Result<Profile, ProfileError> {
     Ok(Profile {
         name: name.to_string(),
         metadata: parse_metadata(name, metadata)?,

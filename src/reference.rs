@@ -30,9 +30,9 @@ const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// `registry/repository` may be at most this long (distribution's `NameTotalLengthMax`, checked
 /// on the normalised name as the node's fork of the parser does).
-pub const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 /// A tag is one leading word character plus at most 127 more.
-pub const TAG_MAX: usize = 128;
+pub(crate) const TAG_MAX: usize = 128;
 /// Ports are at most five digits (brief: 1–5 digits; 65535 has five).
 const PORT_DIGITS_MAX: usize = 5;
 
@@ -86,20 +86,20 @@ pub enum ReferenceErrorKind {
 #[error("invalid image reference {input:?}: {kind}")]
 pub struct ReferenceError {
     /// The reference exactly as it was given.
-    pub input: String,
-    pub kind: ReferenceErrorKind,
+    pub(crate) input: String,
+    pub(crate) kind: ReferenceErrorKind,
 }
 
 /// A parsed, normalised image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reference {
     /// `host[:port]` as written (case kept), or `docker.io` for Docker Hub names.
-    pub registry: String,
+    pub(crate) registry: String,
     /// Repository path, e.g. `openshift/capi-aws`; `library/x` for official Docker Hub images.
-    pub repository: String,
-    pub tag: Option<String>,
+    pub(crate) repository: String,
+    pub(crate) tag: Option<String>,
     /// `algorithm:hex`, e.g. `sha256:…`.
-    pub digest: Option<String>,
+    pub(crate) digest: Option<String>,
 }
 
 impl Reference {
@@ -112,12 +112,12 @@ impl Reference {
     }
 
     /// `registry/repository`, e.g. `docker.io/library/busybox`.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
 
     /// What to ask the registry for: the digest when present, else the tag, else "latest".
-    pub fn object(&self) -> &str {
+    pub(crate) fn object(&self) -> &str {
         // A digest wins over a tag: it names immutable content, and the node pulls
         // `name:tag@digest` by digest too (`ParseDockerRef` drops the tag).
         self.digest
@@ -127,7 +127,7 @@ impl Reference {
     }
 
     /// The host[:port] to contact for the API: `registry-1.docker.io` for docker.io, else `registry`.
-    pub fn api_host(&self) -> &str {
+    pub(crate) fn api_host(&self) -> &str {
         if self.registry == DOCKER_HUB {
             DOCKER_HUB_API
         } else {
@@ -135,11 +135,12 @@ impl Reference {
         }
     }
 
+    #[cfg(test)]
     /// A copy with registry and repository replaced (for mirror rewriting later).
     ///
     /// Nothing is validated here: a rewritten reference should be re-parsed from its
     /// [`Display`](fmt::Display) form, as the node does after a mirror rewrite.
-    pub fn with_name(&self, registry: &str, repository: &str) -> Reference {
+    pub(crate) fn with_name(&self, registry: &str, repository: &str) -> Reference {
         Reference {
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -417,6 +418,13 @@ fn is_digest_algorithm(algorithm: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
+}
+
+/// Usage errors (a bad reference on the command line): exit 2.
+impl crate::error::ExitStatus for ReferenceError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
 }
 
 #[cfg(test)]

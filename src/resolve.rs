@@ -8,68 +8,68 @@ use serde::Serialize;
 
 use crate::cluster::ProxyOrigin;
 use crate::images::ImageEntry;
-use crate::mirrors::{MirrorKind, SourceOrigin};
+use crate::plan::mirrors::{MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
-use crate::proxy::Proxies;
 use crate::setup::Setup;
+use crate::transport::proxy::Proxies;
 
 #[derive(Serialize)]
-pub struct Report {
-    pub images: Vec<ImageReport>,
-    pub trust: Vec<TrustEntry>,
+pub(crate) struct Report {
+    pub(crate) images: Vec<ImageReport>,
+    pub(crate) trust: Vec<TrustEntry>,
     #[serde(rename = "skippedCABundles")]
-    pub skipped_ca_bundles: Vec<String>,
+    pub(crate) skipped_ca_bundles: Vec<String>,
     #[serde(rename = "pullSecret")]
-    pub pull_secret: Option<String>,
+    pub(crate) pull_secret: Option<String>,
     /// Where the registries' proxy settings came from.
     #[serde(rename = "proxyFrom")]
-    pub proxy_from: String,
-    pub notes: Vec<String>,
+    pub(crate) proxy_from: String,
+    pub(crate) notes: Vec<String>,
 }
 
 #[derive(Serialize)]
-pub struct ImageReport {
+pub(crate) struct ImageReport {
     #[serde(rename = "ref")]
-    pub reference: String,
-    pub names: Vec<String>,
-    pub sources: Vec<SourceReport>,
+    pub(crate) reference: String,
+    pub(crate) names: Vec<String>,
+    pub(crate) sources: Vec<SourceReport>,
     /// Where the node would pull this reference otherwise, each with its vector.
     #[serde(rename = "differsFromNode", skip_serializing_if = "Vec::is_empty")]
-    pub differs_from_node: Vec<String>,
+    pub(crate) differs_from_node: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct SourceReport {
-    pub reference: String,
+pub(crate) struct SourceReport {
+    pub(crate) reference: String,
     /// `mirror` or `source`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The mirror rule's source, when one matched.
     #[serde(rename = "ruleSource", skip_serializing_if = "Option::is_none")]
-    pub rule_source: Option<String>,
+    pub(crate) rule_source: Option<String>,
     /// The objects that declared this mirror, as `Kind/name`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub objects: Vec<String>,
+    pub(crate) objects: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<String>,
+    pub(crate) blocked: Option<String>,
     /// What the extract log says when it skips this source (`not contacted: …`).
     #[serde(skip)]
-    pub not_contacted: Option<String>,
-    pub insecure: bool,
+    pub(crate) not_contacted: Option<String>,
+    pub(crate) insecure: bool,
     /// Why TLS may go unverified (or fall back to plain http) for this source's own registry.
     #[serde(rename = "insecureBecause", skip_serializing_if = "Option::is_none")]
-    pub insecure_because: Option<String>,
-    pub credential: Option<String>,
+    pub(crate) insecure_because: Option<String>,
+    pub(crate) credential: Option<String>,
     /// The proxy (`scheme://host:port`, never credentials) the registry is reached through; null
     /// when direct.
-    pub proxy: Option<String>,
+    pub(crate) proxy: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct TrustEntry {
-    pub origin: String,
-    pub certificates: usize,
+pub(crate) struct TrustEntry {
+    pub(crate) origin: String,
+    pub(crate) certificates: usize,
 }
 
 fn kind_name(kind: MirrorKind) -> &'static str {
@@ -108,7 +108,7 @@ fn source_report(planned: &PlannedSource, proxies: &Proxies) -> SourceReport {
     }
 }
 
-pub fn report(
+pub(crate) fn report(
     entries: &[ImageEntry],
     planner: &Planner,
     setup: &Setup,
@@ -126,7 +126,7 @@ pub fn report(
                         .collect(),
                     None,
                 ),
-                Err(error) => (Vec::new(), Some(crate::transport::error_chain(&error))),
+                Err(error) => (Vec::new(), Some(crate::error::error_chain(&error))),
             };
             ImageReport {
                 reference: entry.reference_text.clone(),
@@ -165,11 +165,11 @@ pub fn report(
 }
 
 impl Report {
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
 
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut out = String::new();
         for image in &self.images {
             let names = if image.names.is_empty() {

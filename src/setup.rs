@@ -1,7 +1,7 @@
 //! Assembles a run from what the cluster says and what the flags say: the root store, the keychain, the
 //! mirror table, the transport, the registry client and the planner. Flags win over the cluster where both
 //! speak (`--pull-secret`), and add to it otherwise (`--ca-file`, `--insecure-registry`). The proxies
-//! come from the flags and the environment (see [`crate::proxy`]), decided before the cluster is read.
+//! come from the flags and the environment (see [`crate::transport::proxy`]), decided before the cluster is read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,29 +9,30 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::auth::{AuthError, Authenticator, Keychain};
 use crate::cluster::ClusterConfig;
-use crate::mirrors::MirrorTable;
 use crate::plan::Planner;
-use crate::proxy::Proxies;
+use crate::plan::keychain::{Keychain, KeychainError};
+use crate::plan::mirrors::MirrorTable;
 use crate::registry::RegistryClient;
-use crate::retry::RetryPolicy;
+use crate::registry::auth::Authenticator;
+use crate::transport::proxy::Proxies;
+use crate::transport::retry::RetryPolicy;
+use crate::transport::trust::{Roots, TrustError};
 use crate::transport::{Transport, TransportConfig, TransportError};
-use crate::trust::{Roots, TrustError};
 
 /// The flags that shape a run's parts.
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub pull_secret: Option<PathBuf>,
-    pub ca_files: Vec<PathBuf>,
-    pub insecure_registries: Vec<String>,
-    pub proxies: Arc<Proxies>,
+pub(crate) struct Settings {
+    pub(crate) pull_secret: Option<PathBuf>,
+    pub(crate) ca_files: Vec<PathBuf>,
+    pub(crate) insecure_registries: Vec<String>,
+    pub(crate) proxies: Arc<Proxies>,
     /// How registry requests are retried, and the run's deadline.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
 }
 
 #[derive(Debug, Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error(transparent)]
     Trust(#[from] TrustError),
     #[error("cannot read pull secret {path}: {source}")]
@@ -41,33 +42,33 @@ pub enum SetupError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    PullSecret(#[from] AuthError),
+    PullSecret(#[from] KeychainError),
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
 
 /// Where trust came from, for the log and `resolve`.
 #[derive(Debug, Clone, Default)]
-pub struct TrustReport {
+pub(crate) struct TrustReport {
     /// (origin, certificates added), in the order loaded.
-    pub loaded: Vec<(String, usize)>,
+    pub(crate) loaded: Vec<(String, usize)>,
     /// Bundles that held no certificate (origin), skipped.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
     /// Where this trust is wider than the node's, said once each.
-    pub departures: Vec<String>,
+    pub(crate) departures: Vec<String>,
 }
 
-pub struct Setup {
-    pub client: Arc<RegistryClient>,
-    pub planner: Arc<Planner>,
-    pub trust: TrustReport,
+pub(crate) struct Setup {
+    pub(crate) client: Arc<RegistryClient>,
+    pub(crate) planner: Arc<Planner>,
+    pub(crate) trust: TrustReport,
     /// Where the credentials came from, if anywhere.
-    pub pull_secret: Option<String>,
+    pub(crate) pull_secret: Option<String>,
     /// Which proxy each registry is reached through.
-    pub proxies: Arc<Proxies>,
+    pub(crate) proxies: Arc<Proxies>,
 }
 
-pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
+pub(crate) fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
     let mut roots = Roots::default();
     let mut trust = TrustReport::default();
     for bundle in &cluster.ca_bundles {
@@ -148,6 +149,13 @@ pub fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, S
         pull_secret,
         proxies: settings.proxies.clone(),
     })
+}
+
+/// Usage errors (a malformed pull secret or CA file, found before any pull): exit 2.
+impl crate::error::ExitStatus for SetupError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use provider_images::auth::parse_challenge;
-use provider_images::retry::parse_retry_after;
+use provider_images::registry::auth::parse_challenge;
+use provider_images::transport::retry::parse_retry_after;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

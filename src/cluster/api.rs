@@ -27,9 +27,9 @@ use super::names::{
 use super::objects::{self, MIRROR_KINDS, mirror_resource};
 use super::proxy::{self as cluster_proxy, PROXY_OBJECT};
 use super::{ClusterConfig, ClusterError, Extras, notes};
-use crate::mirrors::MirrorKind;
-use crate::proxy::Proxies;
-use crate::transport::error_chain;
+use crate::error::error_chain;
+use crate::plan::mirrors::MirrorKind;
+use crate::transport::proxy::Proxies;
 
 /// Error bodies can be whole HTML pages from a proxy; the message keeps their start.
 const MAX_CAUSE_CHARS: usize = 300;
@@ -450,7 +450,7 @@ fn list_resource(kind: MirrorKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::ProxyFlags;
+    use crate::transport::proxy::ProxyFlags;
 
     fn proxies(proxy: &str, no_proxy: &str) -> Proxies {
         let flags = ProxyFlags {

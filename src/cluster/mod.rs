@@ -1,5 +1,6 @@
 //! What the cluster says: mirror objects (IDMS, ITMS, ICSP), image.config/cluster, the CA ConfigMaps
 //! and the pull secret, read once before any pull, from the API (kube) or from a directory of dumps.
+//! Never talks to a registry.
 //!
 //! Missing optional things are not errors: a mirror kind whose CRD is not installed, an absent
 //! ConfigMap, Image or Secret each count as empty and leave a note (logged as it happens). Anything
@@ -19,8 +20,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::mirrors::{MirrorObject, RegistrySources};
-use crate::proxy::Proxies;
+use crate::plan::mirrors::{MirrorObject, RegistrySources};
+use crate::transport::proxy::Proxies;
 
 pub use image_list::{
     DEFAULT_NAMESPACE, ImageList, ImageListContents, ImageListError, given_or_cluster,
@@ -141,9 +142,8 @@ pub enum ClusterError {
     Config(String),
 }
 
-impl ClusterError {
-    /// The process exit code the design's table gives this error.
-    pub fn exit_code(&self) -> u8 {
+impl crate::error::ExitStatus for ClusterError {
+    fn exit_code(&self) -> u8 {
         match self {
             ClusterError::Api { .. } | ClusterError::Config(_) => 3,
             ClusterError::Dump { .. } => 2,
@@ -169,7 +169,7 @@ pub async fn read_with_timeout(
 
 /// [`read`] through `proxies` (decided for the API server's URL, as for registries), with
 /// `call_timeout` on each API call.
-pub async fn read_with(
+pub(crate) async fn read_with(
     source: &ClusterSource,
     proxies: &Proxies,
     call_timeout: Duration,
@@ -210,12 +210,12 @@ pub async fn read_with_extras(
 
 /// The fixed names this module reads.
 pub(crate) mod names {
-    pub const CONFIG_NAMESPACE: &str = "openshift-config";
-    pub const MANAGED_NAMESPACE: &str = "openshift-config-managed";
-    pub const TRUSTED_CA_BUNDLE: &str = "trusted-ca-bundle";
-    pub const USER_CA_BUNDLE: &str = "user-ca-bundle";
-    pub const PULL_SECRET: &str = "pull-secret";
-    pub const IMAGE_CONFIG: &str = "cluster";
+    pub(crate) const CONFIG_NAMESPACE: &str = "openshift-config";
+    pub(crate) const MANAGED_NAMESPACE: &str = "openshift-config-managed";
+    pub(crate) const TRUSTED_CA_BUNDLE: &str = "trusted-ca-bundle";
+    pub(crate) const USER_CA_BUNDLE: &str = "user-ca-bundle";
+    pub(crate) const PULL_SECRET: &str = "pull-secret";
+    pub(crate) const IMAGE_CONFIG: &str = "cluster";
 }
 
 /// Note texts and object descriptions shared by the API and dump readers, so a note reads the
@@ -223,32 +223,32 @@ pub(crate) mod names {
 pub(crate) mod notes {
     use super::names::{CONFIG_NAMESPACE, PULL_SECRET};
 
-    pub fn config_map(namespace: &str, name: &str) -> String {
+    pub(crate) fn config_map(namespace: &str, name: &str) -> String {
         format!("ConfigMap {namespace}/{name}")
     }
 
-    pub fn pull_secret() -> String {
+    pub(crate) fn pull_secret() -> String {
         format!("Secret {CONFIG_NAMESPACE}/{PULL_SECRET}")
     }
 
-    pub fn crd_missing(resource: &str) -> String {
+    pub(crate) fn crd_missing(resource: &str) -> String {
         format!("{resource}: not served by the cluster (CRD not installed); skipped")
     }
 
-    pub fn image_missing() -> String {
+    pub(crate) fn image_missing() -> String {
         "images.config.openshift.io/cluster: not found; no registry sources and no \
          additionalTrustedCA"
             .to_string()
     }
 
-    pub fn config_map_missing(what: &str, named_by: Option<&str>) -> String {
+    pub(crate) fn config_map_missing(what: &str, named_by: Option<&str>) -> String {
         match named_by {
             Some(by) => format!("{what} (named by {by}): not found; no CAs from it"),
             None => format!("{what}: not found; no CAs from it"),
         }
     }
 
-    pub fn pull_secret_missing(what: &str) -> String {
+    pub(crate) fn pull_secret_missing(what: &str) -> String {
         format!("{what}: not found; no pull secret from the cluster")
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::pem;
 use super::{CaBundle, ClusterConfig, PullSecret};
-use crate::mirrors::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
+use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
 
 /// The kinds this module knows, recognised by apiVersion + kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,14 +80,14 @@ pub(crate) const MIRROR_KINDS: [MirrorKind; 3] = [
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Metadata {
-    pub name: Option<String>,
-    pub namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 /// Just the metadata of any object.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Named {
-    pub metadata: Option<Metadata>,
+    pub(crate) metadata: Option<Metadata>,
 }
 
 impl Named {

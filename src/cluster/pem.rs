@@ -17,10 +17,10 @@ const DASHES: &[u8] = b"-----";
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Scan {
     /// Every valid certificate, re-encoded as canonical PEM (64-column base64, `\n` line ends).
-    pub pem: Vec<u8>,
-    pub certificates: usize,
+    pub(crate) pem: Vec<u8>,
+    pub(crate) certificates: usize,
     /// CERTIFICATE blocks that did not decode or parse, other block types, unterminated blocks.
-    pub skipped: usize,
+    pub(crate) skipped: usize,
 }
 
 /// Keeps the CERTIFICATE blocks whose DER a rustls root store accepts; text between blocks

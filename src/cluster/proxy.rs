@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::proxy::{Proxies, ProxyConfigError, ProxyFlags};
+use crate::transport::proxy::{Proxies, ProxyConfigError, ProxyFlags};
 
 /// How errors and notes name the object, as kubectl names a resource.
 pub(crate) const PROXY_OBJECT: &str = "proxies.config.openshift.io/cluster";
@@ -130,7 +130,7 @@ pub enum ProxyOrigin {
 impl ProxyOrigin {
     /// From the flags and the environment alone (`env` reads a variable): any proxy flag or
     /// non-empty proxy variable, even NO_PROXY alone, means the run's proxies are given.
-    pub fn given(flags: &ProxyFlags, env: impl Fn(&str) -> Option<String>) -> ProxyOrigin {
+    pub(crate) fn given(flags: &ProxyFlags, env: impl Fn(&str) -> Option<String>) -> ProxyOrigin {
         const VARIABLES: [&str; 6] = [
             "HTTPS_PROXY",
             "https_proxy",

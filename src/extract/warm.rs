@@ -23,9 +23,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use serde::Deserialize;
 
-use super::{Described, ExtractOptions, GENERATOR, PulledImage, index_json};
+use super::index::{Described, GENERATOR, IndexImage, IndexJson, index_json};
+use super::{ExtractOptions, PulledImage};
 use crate::images::ImageEntry;
 use crate::layers::{self, Subtree};
 use crate::plan::Planner;
@@ -39,8 +39,6 @@ pub(super) struct Reuse {
     pub(super) images: BTreeMap<String, PulledImage>,
     /// Every image is reused and the tree is exactly what this run would publish.
     pub(super) warm: bool,
-    /// The payload directory read.
-    pub(super) payload: Option<PathBuf>,
     /// Why the run is not warm, for the log.
     pub(super) cold: Vec<String>,
 }
@@ -50,36 +48,9 @@ impl Reuse {
         Reuse {
             images: BTreeMap::new(),
             warm: false,
-            payload: None,
             cold: vec![why.into()],
         }
     }
-}
-
-#[derive(Deserialize)]
-struct PublishedIndex {
-    generator: String,
-    platform: String,
-    images: Vec<PublishedImage>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PublishedImage {
-    #[serde(rename = "ref")]
-    reference: String,
-    source: String,
-    digest: String,
-    index_digest: Option<String>,
-    volume: String,
-    profiles: Vec<PublishedProfile>,
-}
-
-#[derive(Deserialize)]
-struct PublishedProfile {
-    profile: String,
-    /// File name → sha256 hex.
-    files: BTreeMap<String, String>,
 }
 
 /// Reads back what the published tree holds of `entries` (sorted by ref, as `parse_images_json` gives
@@ -106,7 +77,7 @@ pub(super) async fn reuse(
         Ok(bytes) => bytes,
         Err(e) => return Reuse::none(format!("cannot read the published index.json: {e}")),
     };
-    let index: PublishedIndex = match serde_json::from_slice(&bytes) {
+    let index: IndexJson = match serde_json::from_slice(&bytes) {
         Ok(index) => index,
         Err(e) => return Reuse::none(format!("the published index.json does not parse: {e}")),
     };
@@ -124,7 +95,7 @@ pub(super) async fn reuse(
         ));
     }
     let mut cold = Vec::new();
-    let mut listed: BTreeMap<String, PublishedImage> = index
+    let mut listed: BTreeMap<String, IndexImage> = index
         .images
         .into_iter()
         .map(|image| (image.reference.clone(), image))
@@ -173,7 +144,6 @@ pub(super) async fn reuse(
     Reuse {
         warm: cold.is_empty(),
         images,
-        payload: Some(payload),
         cold,
     }
 }
@@ -183,7 +153,7 @@ pub(super) async fn reuse(
 fn held(
     payload: &Path,
     entry: &ImageEntry,
-    image: PublishedImage,
+    image: IndexImage,
     planner: &Planner,
     options: &ExtractOptions,
 ) -> Result<PulledImage, String> {
@@ -230,7 +200,7 @@ type Files = Vec<(String, Vec<u8>)>;
 /// subtree root).
 fn read_volume(
     volume: &Path,
-    image: &PublishedImage,
+    image: &IndexImage,
     options: &ExtractOptions,
 ) -> Result<(Vec<Profile>, Files), String> {
     let mut expected_dirs = BTreeSet::new();
@@ -362,7 +332,7 @@ async fn check_tag(
                 ));
             }
             Err(error) => {
-                tracing::debug!(image = %entry.reference_text, source = %planned.display(), error = %crate::transport::error_chain(&error), "checking the tag: source did not answer");
+                tracing::debug!(image = %entry.reference_text, source = %planned.display(), error = %crate::error::error_chain(&error), "checking the tag: source did not answer");
             }
         }
     }

@@ -6,19 +6,19 @@ use std::sync::Arc;
 use super::decompress::{self, Compression, inflate_cap};
 use super::names::{Marker, clean, clean_or_hostile, in_subtree, relative, whiteout};
 use super::tar_stream::{Entry, Kind, TarStream};
-use super::{LayerError, Limits, MAX_ENTRIES, MAX_PATH_LEN, shown};
+use super::{LayerError, Limits, MAX_ENTRIES, shown};
 
 /// What one layer contributes to the subtree: the lower layers' paths it hides, then its own
 /// entries in stream order. Cloning is cheap (shared).
 #[derive(Debug, Clone)]
 pub struct Contribution {
-    recorded: Arc<Recorded>,
+    pub(super) recorded: Arc<Recorded>,
 }
 
 #[derive(Debug, Default)]
-struct Recorded {
-    hidden: Vec<Hidden>,
-    steps: Vec<Step>,
+pub(super) struct Recorded {
+    pub(super) hidden: Vec<Hidden>,
+    pub(super) steps: Vec<Step>,
 }
 
 /// What a whiteout hides of the lower layers; paths are relative to the subtree root.
@@ -50,8 +50,9 @@ pub(super) enum Action {
 }
 
 impl Contribution {
+    #[cfg(test)]
     /// True when the layer neither hides nor adds anything under the subtree.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.recorded.hidden.is_empty() && self.recorded.steps.is_empty()
     }
 
@@ -118,19 +119,19 @@ pub(super) fn read_layer<R: Read>(
 /// tar stream frames it: the name, link target and type the tar header would give, and the data
 /// when it was fetched.
 #[derive(Debug)]
-pub struct ListedEntry {
-    pub name: Vec<u8>,
-    pub link: Vec<u8>,
-    pub kind: Kind,
+pub(crate) struct ListedEntry {
+    pub(crate) name: Vec<u8>,
+    pub(crate) link: Vec<u8>,
+    pub(crate) kind: Kind,
     /// The data's length, as the listing gives it.
-    pub size: u64,
+    pub(crate) size: u64,
     /// The data, for the regular files whose data [`wants_data`] asks for (verified by the caller).
-    pub data: Option<Arc<[u8]>>,
+    pub(crate) data: Option<Arc<[u8]>>,
 }
 
 /// Whether [`from_listing`] needs the data of a regular file of this name: it lies under the
 /// subtree and is no whiteout. The same test [`contribution`] applies to a tar entry.
-pub fn wants_data(name: &[u8]) -> bool {
+pub(crate) fn wants_data(name: &[u8]) -> bool {
     clean(name).is_ok_and(|c| whiteout(&c) == Ok(None) && in_subtree(&c).is_some())
 }
 
@@ -139,7 +140,7 @@ pub fn wants_data(name: &[u8]) -> bool {
 /// anywhere in the layer, types and links under the subtree, limits), so a listing that matches
 /// the layer's tar gives the same contribution. A regular file whose data is wanted but missing,
 /// or not `size` bytes long, fails the listing: it is never recorded short.
-pub fn from_listing(
+pub(crate) fn from_listing(
     entries: impl IntoIterator<Item = ListedEntry>,
     limits: &Limits,
 ) -> Result<Contribution, LayerError> {
@@ -348,95 +349,10 @@ impl Recorder<'_> {
     }
 }
 
-/// The persistent form of a contribution (for `--cache-dir`): hidden paths, then steps, each
-/// length-prefixed, little endian. The caller frames it (version, limits, checksum); [`decode`]
-/// still checks every length and every path, and gives up on anything it would not have recorded.
 impl Contribution {
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        fn text(out: &mut Vec<u8>, text: &str) {
-            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            out.extend_from_slice(text.as_bytes());
-        }
-        let recorded = &self.recorded;
-        out.extend_from_slice(&(recorded.hidden.len() as u32).to_le_bytes());
-        for hidden in &recorded.hidden {
-            let (tag, path) = match hidden {
-                Hidden::Path(path) => (0u8, path),
-                Hidden::Contents(path) => (1u8, path),
-            };
-            out.push(tag);
-            text(out, path);
-        }
-        out.extend_from_slice(&(recorded.steps.len() as u32).to_le_bytes());
-        for step in &recorded.steps {
-            match &step.action {
-                Action::Dir => {
-                    out.push(0);
-                    text(out, &step.path);
-                }
-                Action::File(content) => {
-                    out.push(1);
-                    text(out, &step.path);
-                    out.extend_from_slice(&(content.len() as u64).to_le_bytes());
-                    out.extend_from_slice(content);
-                }
-                Action::Hardlink { target } => {
-                    out.push(2);
-                    text(out, &step.path);
-                    text(out, target);
-                }
-            }
-        }
-    }
-
-    /// Reads what [`Contribution::encode`] wrote; None for anything else.
-    pub fn decode(bytes: &[u8]) -> Option<Contribution> {
-        let mut input = Input(bytes);
-        let mut recorded = Recorded::default();
-        let hidden = input.u32()? as usize;
-        for _ in 0..hidden {
-            let tag = input.u8()?;
-            let path = input.path()?;
-            recorded.hidden.push(match tag {
-                0 => Hidden::Path(path),
-                1 => Hidden::Contents(path),
-                _ => return None,
-            });
-            if recorded.hidden.len() > MAX_ENTRIES {
-                return None;
-            }
-        }
-        let steps = input.u32()? as usize;
-        for _ in 0..steps {
-            let tag = input.u8()?;
-            let path = input.path()?;
-            let action = match tag {
-                0 => Action::Dir,
-                1 => {
-                    let len = usize::try_from(input.u64()?).ok()?;
-                    Action::File(input.take(len)?.into())
-                }
-                2 => Action::Hardlink {
-                    target: input.path()?,
-                },
-                _ => return None,
-            };
-            recorded.steps.push(Step { path, action });
-            if recorded.hidden.len() + recorded.steps.len() > MAX_ENTRIES {
-                return None;
-            }
-        }
-        if !input.0.is_empty() {
-            return None;
-        }
-        Some(Contribution {
-            recorded: Arc::new(recorded),
-        })
-    }
-
     /// Whether reading the layer under `limits` would have kept every file (the limits a layer is
     /// checked against are its largest file and the sum of its files).
-    pub fn fits(&self, limits: &Limits) -> bool {
+    pub(crate) fn fits(&self, limits: &Limits) -> bool {
         let mut total = 0u64;
         for step in &self.recorded.steps {
             if let Action::File(content) = &step.action {
@@ -448,46 +364,6 @@ impl Contribution {
             }
         }
         total <= limits.max_image_size
-    }
-}
-
-/// A cursor over an encoded contribution.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        if self.0.len() < len {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    /// A path as recorded: UTF-8, relative, no empty, `.` or `..` component ("" is the root).
-    fn path(&mut self) -> Option<String> {
-        let len = self.u32()? as usize;
-        if len > MAX_PATH_LEN {
-            return None;
-        }
-        let path = std::str::from_utf8(self.take(len)?).ok()?;
-        let clean = path.is_empty()
-            || path
-                .split('/')
-                .all(|part| !matches!(part, "" | "." | "..") && !part.contains('\0'));
-        clean.then(|| path.to_string())
     }
 }
 

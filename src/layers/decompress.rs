@@ -27,7 +27,7 @@ impl Compression {
     /// From a layer media type: OCI `application/vnd.oci.image.layer.v1.tar`, `+gzip`, `+zstd`, the
     /// `nondistributable` variants of these, Docker `application/vnd.docker.image.rootfs.diff.tar[.gzip]`
     /// and `application/vnd.docker.image.rootfs.foreign.diff.tar.gzip`. Anything else → None.
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+    pub(crate) fn from_media_type(media_type: &str) -> Option<Compression> {
         let compression = match media_type {
             "application/vnd.oci.image.layer.v1.tar"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar"

@@ -1,4 +1,5 @@
 //! Layer blobs → the `capi-operator-manifests/` subtree that an image volume of the image would show.
+//! Imports nothing else of the crate: bytes in, a subtree out.
 //!
 //! [`contribution`] turns one layer blob into what it contributes to the subtree, independently of
 //! every other layer (so layers may be read in parallel); [`Subtree::apply`] then merges the
@@ -31,6 +32,7 @@
 //! | bytes after the end-of-archive marker | read (counted towards the inflate cap) and otherwise ignored |
 //! | mode, owner, xattrs, times | ignored |
 
+mod codec;
 mod contribution;
 mod decompress;
 mod names;
@@ -39,13 +41,15 @@ mod tar_stream;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use contribution::{Contribution, ListedEntry, contribution, from_listing, wants_data};
+pub use contribution::{Contribution, contribution};
+pub(crate) use contribution::{ListedEntry, from_listing, wants_data};
 pub use decompress::Compression;
-pub use subtree::{Node, Subtree};
-pub use tar_stream::Kind as EntryKind;
+pub(crate) use subtree::Node;
+pub use subtree::Subtree;
+pub(crate) use tar_stream::Kind as EntryKind;
 
 /// The directory of the image that this module extracts.
-pub const SUBTREE: &str = "capi-operator-manifests";
+pub(crate) const SUBTREE: &str = "capi-operator-manifests";
 
 /// Most entries a contribution, or the merged subtree, may hold: far more than any provider ships,
 /// and few enough that a flood of empty entries cannot exhaust memory.

@@ -25,7 +25,7 @@ enum Stored {
 
 /// A node of the merged subtree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Node<'a> {
+pub(crate) enum Node<'a> {
     Dir,
     File(&'a [u8]),
 }
@@ -83,7 +83,7 @@ impl Subtree {
 
     /// The subtree holding these files (paths relative to the subtree root) and their parent
     /// directories: a published tree read back, whose files were checked against index.json.
-    pub fn from_files(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Subtree {
+    pub(crate) fn from_files(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Subtree {
         let mut subtree = Subtree::new();
         subtree.put_dir("");
         for (path, content) in files {
@@ -93,32 +93,32 @@ impl Subtree {
     }
 
     /// True when `capi-operator-manifests` exists in the merged image as a directory.
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         self.is_dir("")
     }
 
     /// Every node under the root, sorted by path (byte order, so a directory comes before what it
     /// holds; paths use '/', no leading '/', root itself not listed).
-    pub fn entries(&self) -> impl Iterator<Item = (&str, Node<'_>)> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, Node<'_>)> {
         self.nodes
             .iter()
             .filter(|(path, _)| !path.is_empty())
             .map(|(path, stored)| (path.as_str(), stored.as_node()))
     }
 
-    pub fn file(&self, path: &str) -> Option<&[u8]> {
+    pub(crate) fn file(&self, path: &str) -> Option<&[u8]> {
         match self.nodes.get(path)? {
             Stored::File(content) => Some(content),
             Stored::Dir => None,
         }
     }
 
-    pub fn is_dir(&self, path: &str) -> bool {
+    pub(crate) fn is_dir(&self, path: &str) -> bool {
         matches!(self.nodes.get(path), Some(Stored::Dir))
     }
 
     /// Names of the direct children of directory `path` ("" = root), sorted.
-    pub fn children(&self, path: &str) -> Vec<&str> {
+    pub(crate) fn children(&self, path: &str) -> Vec<&str> {
         if !self.is_dir(path) {
             return Vec::new();
         }
@@ -134,8 +134,9 @@ impl Subtree {
             .collect()
     }
 
+    #[cfg(test)]
     /// Sum of file sizes in the merged subtree.
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.total
     }
 

@@ -25,7 +25,7 @@ const GNU_MAGIC: &[u8] = b"ustar  \0";
 
 /// What a tar entry is, by its typeflag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Dir,
     Symlink,

@@ -65,13 +65,13 @@ pub(super) fn answer(
 /// `bytes first-last/complete` (`complete` is None for `*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ContentRange {
-    pub first: u64,
-    pub last: u64,
-    pub complete: Option<u64>,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) complete: Option<u64>,
 }
 
 impl ContentRange {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.last - self.first + 1
     }
 }

@@ -1,0 +1,282 @@
+//! The OCI and Docker v2 documents: manifests, indexes, descriptors, platforms and image configs, and
+//! the media types that name them. Parsing only; no I/O.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Manifests and configs are small documents; containers/image caps them at 4 MiB (CVE-2020-1702).
+pub(crate) const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// A descriptor as found in manifests and indexes (only the fields we use).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    #[serde(default)]
+    pub(crate) platform: Option<Platform>,
+    /// Kept as JSON: a non-string value must not make the whole manifest unreadable.
+    #[serde(default)]
+    pub(crate) annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Descriptor {
+    /// A string annotation of this descriptor.
+    pub(crate) fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref()?.get(key)?.as_str()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct Platform {
+    #[serde(default)]
+    pub(crate) os: String,
+    #[serde(default)]
+    pub(crate) architecture: String,
+    #[serde(default)]
+    pub(crate) variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(variant) if !variant.is_empty() => write!(f, "/{variant}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Platform {
+    /// `os/arch[/variant]`.
+    pub(crate) fn parse(text: &str) -> Option<Platform> {
+        let mut parts = text.split('/');
+        let os = parts.next().filter(|s| !s.is_empty())?;
+        let architecture = parts.next().filter(|s| !s.is_empty())?;
+        let variant = parts.next().map(str::to_string);
+        if parts.next().is_some() || variant.as_deref() == Some("") {
+            return None;
+        }
+        Some(Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant,
+        })
+    }
+
+    /// The platform this binary runs on, in OCI terms.
+    pub(crate) fn running() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "powerpc64" => "ppc64le",
+            "x86" => "386",
+            other => other,
+        };
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            architecture: architecture.to_string(),
+            variant: None,
+        }
+    }
+
+    /// Whether an index entry's platform satisfies this (requested) one: os and architecture equal, and
+    /// the variant equal when one was asked for (arm64's implicit variant is v8).
+    pub(crate) fn accepts(&self, candidate: &Platform) -> bool {
+        let variant = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
+            ("arm64", None | Some("")) => Some("v8".to_string()),
+            (_, Some("")) => None,
+            (_, v) => v.map(str::to_string),
+        };
+        self.os == candidate.os
+            && self.architecture == candidate.architecture
+            && (self.variant.is_none() || variant(self) == variant(candidate))
+    }
+}
+
+/// An image manifest (OCI or Docker v2s2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageManifest {
+    pub(crate) config: Descriptor,
+    pub(crate) layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageIndex {
+    pub(crate) manifests: Vec<Descriptor>,
+}
+
+/// The image configuration fields we look at.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ImageConfig {
+    #[serde(default)]
+    pub(crate) os: String,
+    #[serde(default)]
+    pub(crate) architecture: String,
+    #[serde(default)]
+    pub(crate) variant: Option<String>,
+}
+
+impl ImageConfig {
+    pub(crate) fn platform(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Manifest {
+    Image(ImageManifest),
+    Index(ImageIndex),
+}
+
+/// A manifest as fetched: its bytes, its digest (computed, and verified when asked by digest), and what
+/// it parsed to.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchedManifest {
+    pub(crate) digest: String,
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
+    pub(crate) manifest: Manifest,
+    /// The body as served (the digest is of these bytes).
+    pub(crate) body: Bytes,
+}
+
+/// The shape a manifest body must have, whatever its headers claim (GHSA-5j5w-g665-5m35: a document must
+/// not be readable as both an image and an index).
+#[derive(Deserialize)]
+struct ManifestShape {
+    #[serde(rename = "schemaVersion")]
+    schema_version: Option<i64>,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    config: Option<serde_json::Value>,
+    layers: Option<serde_json::Value>,
+    manifests: Option<serde_json::Value>,
+    #[serde(rename = "fsLayers")]
+    fs_layers: Option<serde_json::Value>,
+}
+
+/// Parses a manifest body, rejecting schema 1, ambiguous documents and unknown media types.
+pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manifest), String> {
+    let shape: ManifestShape =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON manifest: {e}"))?;
+    let content_type = content_type.split(';').next().unwrap_or("").trim();
+    if shape.schema_version == Some(1)
+        || shape.fs_layers.is_some()
+        || content_type.starts_with(DOCKER_SCHEMA1)
+    {
+        return Err("Docker schema 1 manifests are not supported".into());
+    }
+    if shape.schema_version != Some(2) {
+        return Err(format!(
+            "unsupported schemaVersion {:?}",
+            shape.schema_version
+        ));
+    }
+    let media_type = shape
+        .media_type
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| content_type.to_string());
+    let is_image = shape.config.is_some() || shape.layers.is_some();
+    let is_index = shape.manifests.is_some();
+    if is_image && is_index {
+        return Err("document has both layers and manifests".into());
+    }
+    let parsed = match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST if !is_index => serde_json::from_slice(body)
+            .map(Manifest::Image)
+            .map_err(|e| format!("invalid image manifest: {e}"))?,
+        OCI_INDEX | DOCKER_MANIFEST_LIST if !is_image => serde_json::from_slice(body)
+            .map(Manifest::Index)
+            .map_err(|e| format!("invalid index: {e}"))?,
+        OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_MANIFEST_LIST => {
+            return Err(format!("body does not match media type {media_type}"));
+        }
+        // Some registries omit the media type for OCI documents; the structure then decides.
+        "" | "application/json" if is_index => serde_json::from_slice(body)
+            .map(Manifest::Index)
+            .map_err(|e| format!("invalid index: {e}"))?,
+        "" | "application/json" if is_image => serde_json::from_slice(body)
+            .map(Manifest::Image)
+            .map_err(|e| format!("invalid image manifest: {e}"))?,
+        other => return Err(format!("unsupported manifest media type {other:?}")),
+    };
+    Ok((media_type, parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema1_and_ambiguous_manifests_are_refused() {
+        let schema1 = br#"{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[]}"#;
+        assert!(
+            parse_manifest(
+                schema1,
+                "application/vnd.docker.distribution.manifest.v1+prettyjws"
+            )
+            .unwrap_err()
+            .contains("schema 1")
+        );
+        let both = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[],"manifests":[]}"#;
+        assert!(
+            parse_manifest(both, OCI_MANIFEST)
+                .unwrap_err()
+                .contains("both")
+        );
+        assert!(
+            parse_manifest(b"<html>", OCI_MANIFEST)
+                .unwrap_err()
+                .contains("not a JSON")
+        );
+    }
+
+    #[test]
+    fn manifests_parse_by_media_type_or_shape() {
+        let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aa","size":2},"layers":[]}"#;
+        let (media_type, parsed) = parse_manifest(image, OCI_MANIFEST).unwrap();
+        assert_eq!(media_type, OCI_MANIFEST);
+        assert!(matches!(parsed, Manifest::Image(m) if m.config.size == 2));
+        let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
+        assert!(matches!(
+            parse_manifest(list, "application/json").unwrap().1,
+            Manifest::Index(_)
+        ));
+        let artifact =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.cncf.helm.chart","layers":[]}"#;
+        assert!(
+            parse_manifest(artifact, "")
+                .unwrap_err()
+                .contains("unsupported manifest media type")
+        );
+    }
+
+    #[test]
+    fn platforms_match_with_implicit_arm64_variant() {
+        let p = |s| Platform::parse(s).unwrap();
+        assert!(p("linux/amd64").accepts(&p("linux/amd64")));
+        assert!(!p("linux/amd64").accepts(&p("linux/arm64")));
+        assert!(p("linux/arm64").accepts(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8").accepts(&p("linux/arm64")));
+        assert!(!p("linux/arm/v7").accepts(&p("linux/arm/v6")));
+        assert!(p("linux/arm").accepts(&p("linux/arm/v6")));
+        assert!(Platform::parse("linux").is_none() && Platform::parse("linux/amd64/").is_none());
+    }
+}
