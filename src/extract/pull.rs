@@ -147,24 +147,27 @@ struct Resolved {
 async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, ImageError> {
     let (client, platform, limits) = (&run.client, &run.platform, run.limits);
     let resolved = resolve_manifest(run, source, object).await?;
-    let config_descriptor = &resolved.manifest.config;
-    if config_descriptor.media_type != OCI_CONFIG && config_descriptor.media_type != DOCKER_CONFIG {
-        return Err(ImageError::NotAnImage(config_descriptor.media_type.clone()));
+    let config_descriptor = &resolved.manifest.config();
+    let config_type = config_descriptor.media_type().to_string();
+    if config_type != OCI_CONFIG && config_type != DOCKER_CONFIG {
+        return Err(ImageError::NotAnImage(
+            config_descriptor.media_type().to_string(),
+        ));
     }
     // The config is fetched alongside the layers: it is one small request that the layers do not
     // depend on, and waiting for it first would cost every image a round trip.
     let config_job = async {
         let config = run
             .configs
-            .get_or_fetch(&config_descriptor.digest, async {
+            .get_or_fetch(config_descriptor.digest().as_ref(), async {
                 let cache = run.cache.as_ref();
-                let kept = cache.and_then(|c| c.blob(&config_descriptor.digest));
-                if let Some(kept) = kept.filter(|k| k.len() as u64 == config_descriptor.size) {
+                let kept = cache.and_then(|c| c.blob(config_descriptor.digest().as_ref()));
+                if let Some(kept) = kept.filter(|k| k.len() as u64 == config_descriptor.size()) {
                     return Ok(kept);
                 }
                 let config = client.small_blob(source, config_descriptor).await?;
                 if let Some(cache) = cache {
-                    cache.put_blob(&config_descriptor.digest, &config);
+                    cache.put_blob(config_descriptor.digest().as_ref(), &config);
                 }
                 Ok::<_, RegistryError>(config)
             })
@@ -178,16 +181,15 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
         )?;
         Ok::<_, ImageError>(config)
     };
-    let layer_jobs = resolved.manifest.layers.iter().map(|layer| async move {
-        let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
-            ImageError::NotALayer {
-                digest: layer.digest.clone(),
-                media_type: layer.media_type.clone(),
-            }
-        })?;
+    let layer_jobs = resolved.manifest.layers().iter().map(|layer| async move {
+        let compression = Compression::from_media_type(layer.media_type().to_string().as_str())
+            .ok_or_else(|| ImageError::NotALayer {
+                digest: layer.digest().to_string(),
+                media_type: layer.media_type().to_string(),
+            })?;
         // By digest and compression: a blob declared with a compression it does not have fails,
         // whatever another image declared for it.
-        let key = format!("{} {compression:?}", layer.digest);
+        let key = format!("{} {compression:?}", layer.digest());
         run.layers
             .get_or_fetch(&key, pull_layer(run, source, layer, compression))
             .await
@@ -197,12 +199,12 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
             .await?;
     let mut subtree = Subtree::new();
     let mut bytes = config.len() as u64;
-    for (layer, contribution) in resolved.manifest.layers.iter().zip(&contributions) {
-        bytes += layer.size;
+    for (layer, contribution) in resolved.manifest.layers().iter().zip(&contributions) {
+        bytes += layer.size();
         subtree
             .apply(contribution, &limits)
             .map_err(|source| ImageError::Layer {
-                digest: layer.digest.clone(),
+                digest: layer.digest().to_string(),
                 source,
             })?;
     }
@@ -240,20 +242,24 @@ async fn resolve_manifest(
         };
         index_digest.get_or_insert_with(|| current.digest.clone());
         let chosen = index
-            .manifests
+            .manifests()
             .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| platform.accepts(p)))
+            .find(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_some_and(|p| platform.accepts(&p.into()))
+            })
             .ok_or_else(|| ImageError::NoPlatform {
                 digest: current.digest.clone(),
                 wanted: platform.clone(),
-                available: describe_platforms(&index.manifests),
+                available: describe_platforms(&index.manifests()),
             })?;
-        let child = fetch_manifest(run, source, &chosen.digest).await?;
-        if child.size != chosen.size {
+        let child = fetch_manifest(run, source, chosen.digest().as_ref()).await?;
+        if child.size != chosen.size() {
             return Err(RegistryError::SizeMismatch {
                 registry: source.registry.clone(),
-                what: format!("manifest {}", chosen.digest),
-                expected: chosen.size,
+                what: format!("manifest {}", chosen.digest()),
+                expected: chosen.size(),
                 actual: child.size,
             }
             .into());
@@ -298,7 +304,7 @@ async fn fetch_manifest(
 fn describe_platforms(manifests: &[Descriptor]) -> String {
     let platforms: Vec<String> = manifests
         .iter()
-        .filter_map(|d| d.platform.as_ref().map(Platform::to_string))
+        .filter_map(|d| d.platform().as_ref().map(|p| Platform::from(p).to_string()))
         .collect();
     if platforms.is_empty() {
         "no platforms".into()
@@ -314,15 +320,15 @@ fn check_config(
     from_index: bool,
     reference: &str,
 ) -> Result<(), ImageError> {
-    let parsed: crate::registry::ImageConfig =
-        serde_json::from_slice(config).map_err(|e| ImageError::BadConfig {
-            digest: descriptor.digest.clone(),
-            cause: e.to_string(),
-        })?;
+    let parsed = crate::registry::parse_config(config).map_err(|e| ImageError::BadConfig {
+        digest: descriptor.digest().to_string(),
+        cause: e.to_string(),
+    })?;
+    let declared = Platform::from(&parsed);
     // A single-platform image for another platform is still used: placeholder images exist for
     // architectures a provider does not support, and their manifests are what the operator expects.
-    if !from_index && !platform.accepts(&parsed.platform()) {
-        tracing::warn!(image = reference, image_platform = %parsed.platform(), wanted = %platform, "image is for another platform; using it anyway");
+    if !from_index && !platform.accepts(&declared) {
+        tracing::warn!(image = reference, image_platform = %declared, wanted = %platform, "image is for another platform; using it anyway");
     }
     Ok(())
 }
@@ -335,8 +341,8 @@ async fn pull_layer(
 ) -> Result<Contribution, ImageError> {
     let (client, limits) = (&run.client, run.limits);
     let cache = run.cache.as_ref();
-    if let Some(kept) = cache.and_then(|c| c.layer(&layer.digest, compression, &limits)) {
-        tracing::debug!(layer = %layer.digest, "layer taken from the cache");
+    if let Some(kept) = cache.and_then(|c| c.layer(layer.digest().as_ref(), compression, &limits)) {
+        tracing::debug!(layer = %layer.digest(), "layer taken from the cache");
         return Ok(kept);
     }
     // Through the layer's TOC when it has one and all checks out; else (the reason logged) whole.
@@ -350,12 +356,12 @@ async fn pull_layer(
     {
         Some(contribution) => contribution,
         None => {
-            let _slot = run.queue.acquire(layer.size).await;
+            let _slot = run.queue.acquire(layer.size()).await;
             pull_whole_layer(client, source, layer, compression, limits).await?
         }
     };
     if let Some(cache) = cache {
-        cache.put_layer(&layer.digest, compression, &limits, &contribution);
+        cache.put_layer(layer.digest().as_ref(), compression, &limits, &contribution);
     }
     Ok(contribution)
 }
@@ -368,7 +374,7 @@ async fn pull_whole_layer(
     compression: Compression,
     limits: Limits,
 ) -> Result<Contribution, ImageError> {
-    let size = layer.size;
+    let size = layer.size();
     let consumed = client
         .consume_blob(source, layer, move |reader| {
             layers::contribution(reader, compression, size, &limits)
@@ -378,11 +384,11 @@ async fn pull_whole_layer(
     consumed.map_err(|error| match error {
         BlobError::Download(error) => error.into(),
         BlobError::Consumer(source) => ImageError::Layer {
-            digest: layer.digest.clone(),
+            digest: layer.digest().to_string(),
             source,
         },
         BlobError::Worker(cause) => ImageError::Worker {
-            digest: layer.digest.clone(),
+            digest: layer.digest().to_string(),
             cause,
         },
     })

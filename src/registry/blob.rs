@@ -56,7 +56,7 @@ impl RegistryClient {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let what = format!("blob {}", descriptor.digest);
+        let what = format!("blob {}", descriptor.digest());
         let consume = Arc::new(consume);
         let mut restarts = self.retry.attempts();
         loop {
@@ -85,7 +85,7 @@ impl RegistryClient {
             self.pause_or_give_up(source, &what, &mut restarts, unverified, None)
                 .await
                 .map_err(BlobError::Download)?;
-            tracing::warn!(registry = %source.registry, blob = %descriptor.digest, "downloading the blob again from its start");
+            tracing::warn!(registry = %source.registry, blob = %descriptor.digest(), "downloading the blob again from its start");
         }
     }
 
@@ -98,9 +98,10 @@ impl RegistryClient {
         what: &str,
         outlet: &mut Outlet,
     ) -> Result<u64, Download> {
-        let path = format!("blobs/{}", descriptor.digest);
-        let size = descriptor.size;
-        let mut digester = Digester::for_digest(&descriptor.digest).map_err(Download::Failed)?;
+        let path = format!("blobs/{}", descriptor.digest());
+        let size = descriptor.size();
+        let mut digester =
+            Digester::for_digest(descriptor.digest().as_ref()).map_err(Download::Failed)?;
         let mut received: u64 = 0;
         // Cleared once the registry answers a Range request wrongly: from then on, full bodies only.
         let mut ranges = true;
@@ -152,7 +153,7 @@ impl RegistryClient {
             }
             let mut body = response.into_body();
             let mut resent = (skip > 0)
-                .then(|| Digester::for_digest(&descriptor.digest).map(|d| (d, skip)))
+                .then(|| Digester::for_digest(descriptor.digest().as_ref()).map(|d| (d, skip)))
                 .transpose()
                 .map_err(Download::Failed)?;
             let cut = loop {
@@ -221,7 +222,7 @@ impl RegistryClient {
             .map_err(Download::Failed)?;
             tracing::info!(
                 registry = %source.registry,
-                blob = %descriptor.digest,
+                blob = %descriptor.digest(),
                 offset = received,
                 size,
                 range = ranges,
@@ -304,10 +305,10 @@ impl Progress {
         self.last = std::time::Instant::now();
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::info!(
-            blob = %descriptor.digest,
+            blob = %descriptor.digest(),
             registry = %source.registry,
             received,
-            size = descriptor.size,
+            size = descriptor.size(),
             mib_per_s = format!("{:.1}", received as f64 / seconds / (1 << 20) as f64),
             "downloading"
         );

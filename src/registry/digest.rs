@@ -57,19 +57,19 @@ pub(super) fn verify(
     size: u64,
     digest: String,
 ) -> Result<(), RegistryError> {
-    if size != descriptor.size {
+    if size != descriptor.size() {
         return Err(RegistryError::SizeMismatch {
             registry: source.registry.clone(),
             what: what.to_string(),
-            expected: descriptor.size,
+            expected: descriptor.size(),
             actual: size,
         });
     }
-    if digest != descriptor.digest {
+    if digest != descriptor.digest().as_ref() {
         return Err(RegistryError::DigestMismatch {
             registry: source.registry.clone(),
             what: what.to_string(),
-            expected: descriptor.digest.clone(),
+            expected: descriptor.digest().to_string(),
             actual: digest,
         });
     }

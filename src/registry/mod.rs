@@ -389,20 +389,20 @@ impl RegistryClient {
         source: &Source,
         descriptor: &Descriptor,
     ) -> Result<Bytes, RegistryError> {
-        let what = format!("blob {}", descriptor.digest);
-        if descriptor.size > MAX_MANIFEST_SIZE as u64 {
+        let what = format!("blob {}", descriptor.digest());
+        if descriptor.size() > MAX_MANIFEST_SIZE as u64 {
             return Err(RegistryError::Body {
                 registry: source.registry.clone(),
                 what,
                 cause: format!(
                     "{} bytes is over the {MAX_MANIFEST_SIZE} byte limit for configs",
-                    descriptor.size
+                    descriptor.size()
                 ),
             });
         }
-        Digester::for_digest(&descriptor.digest)?;
+        Digester::for_digest(descriptor.digest().as_ref())?;
         let check = |body: Bytes, _: &HeaderMap| {
-            let mut digester = Digester::for_digest(&descriptor.digest)?;
+            let mut digester = Digester::for_digest(descriptor.digest().as_ref())?;
             digester.update(&body);
             verify(
                 source,
@@ -415,7 +415,7 @@ impl RegistryClient {
         };
         self.fetch_small(
             source,
-            &format!("blobs/{}", descriptor.digest),
+            &format!("blobs/{}", descriptor.digest()),
             None,
             &what,
             check,
@@ -437,7 +437,7 @@ impl RegistryClient {
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<Bytes>, RegistryError> {
         let spec = byteranges::spec(ranges);
-        let what = format!("blob {} bytes {spec}", descriptor.digest);
+        let what = format!("blob {} bytes {spec}", descriptor.digest());
         let refused = |cause: String| RegistryError::RangeRefused {
             registry: source.registry.clone(),
             what: what.clone(),
@@ -446,7 +446,7 @@ impl RegistryClient {
         if ranges.is_empty()
             || ranges
                 .iter()
-                .any(|r| r.start >= r.end || r.end > descriptor.size)
+                .any(|r| r.start >= r.end || r.end > descriptor.size())
         {
             return Err(refused("empty ranges or ranges outside the blob".into()));
         }
@@ -457,7 +457,7 @@ impl RegistryClient {
         // The parts' own headers take well under 1 KiB each.
         let wanted: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         let cap = usize::try_from(wanted + 1024 * ranges.len() as u64 + 1024).unwrap_or(usize::MAX);
-        let path = format!("blobs/{}", descriptor.digest);
+        let path = format!("blobs/{}", descriptor.digest());
         let mut attempts = self.attempts(source);
         loop {
             let response = self
@@ -477,7 +477,7 @@ impl RegistryClient {
                 Ok(body) => {
                     return byteranges::answer(
                         ranges,
-                        descriptor.size,
+                        descriptor.size(),
                         &content_type,
                         &content_range,
                         body,

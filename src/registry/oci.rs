@@ -16,34 +16,27 @@ pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v
 /// Manifests and configs are small documents; containers/image caps them at 4 MiB (CVE-2020-1702).
 pub(crate) const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
-/// A descriptor as found in manifests and indexes (only the fields we use).
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    pub(crate) media_type: String,
-    pub(crate) digest: String,
-    pub(crate) size: u64,
-    #[serde(default)]
-    pub(crate) platform: Option<Platform>,
-    /// Kept as JSON: a non-string value must not make the whole manifest unreadable.
-    #[serde(default)]
-    pub(crate) annotations: Option<serde_json::Map<String, serde_json::Value>>,
+/// Descriptors, manifests, indexes and image configs are oci-spec's (Docker v2s2 documents have
+/// the same shape). Where oci-spec refuses what containers/image, and so the node, accepts, the JSON
+/// is completed before it is decoded (see [`complete_for_oci_spec`]); where it is stricter in a way the
+/// node is too (annotations must be strings: Go's `map[string]string`), it decides.
+pub(crate) use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+
+/// A string annotation of a descriptor.
+pub(crate) fn annotation<'a>(descriptor: &'a Descriptor, key: &str) -> Option<&'a str> {
+    descriptor
+        .annotations()
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
-impl Descriptor {
-    /// A string annotation of this descriptor.
-    pub(crate) fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.as_ref()?.get(key)?.as_str()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A platform asked for (`--platform`, or the one this binary runs on), matched against the
+/// platforms that index entries and image configs declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Platform {
-    #[serde(default)]
     pub(crate) os: String,
-    #[serde(default)]
     pub(crate) architecture: String,
-    #[serde(default)]
     pub(crate) variant: Option<String>,
 }
 
@@ -53,6 +46,26 @@ impl std::fmt::Display for Platform {
         match &self.variant {
             Some(variant) if !variant.is_empty() => write!(f, "/{variant}"),
             _ => Ok(()),
+        }
+    }
+}
+
+impl From<&oci_spec::image::Platform> for Platform {
+    fn from(declared: &oci_spec::image::Platform) -> Platform {
+        Platform {
+            os: declared.os().to_string(),
+            architecture: declared.architecture().to_string(),
+            variant: declared.variant().clone(),
+        }
+    }
+}
+
+impl From<&ImageConfiguration> for Platform {
+    fn from(config: &ImageConfiguration) -> Platform {
+        Platform {
+            os: config.os().to_string(),
+            architecture: config.architecture().to_string(),
+            variant: config.variant().clone(),
         }
     }
 }
@@ -90,7 +103,7 @@ impl Platform {
         }
     }
 
-    /// Whether an index entry's platform satisfies this (requested) one: os and architecture equal, and
+    /// Whether a declared platform satisfies this (requested) one: os and architecture equal, and
     /// the variant equal when one was asked for (arm64's implicit variant is v8).
     pub(crate) fn accepts(&self, candidate: &Platform) -> bool {
         let variant = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
@@ -104,37 +117,44 @@ impl Platform {
     }
 }
 
-/// An image manifest (OCI or Docker v2s2).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImageManifest {
-    pub(crate) config: Descriptor,
-    pub(crate) layers: Vec<Descriptor>,
+/// Decodes an image config. containers/image accepts a config without `os`, `architecture` or
+/// `rootfs` (Go zero values), which oci-spec requires: they are completed as empty first.
+pub(crate) fn parse_config(body: &[u8]) -> Result<ImageConfiguration, serde_json::Error> {
+    let mut config: serde_json::Value = serde_json::from_slice(body)?;
+    if let Some(object) = config.as_object_mut() {
+        for field in ["os", "architecture"] {
+            object.entry(field).or_insert_with(|| "".into());
+        }
+        object
+            .entry("rootfs")
+            .or_insert_with(|| serde_json::json!({"type": "", "diff_ids": []}));
+    }
+    serde_json::from_value(config)
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImageIndex {
-    pub(crate) manifests: Vec<Descriptor>,
-}
-
-/// The image configuration fields we look at.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct ImageConfig {
-    #[serde(default)]
-    pub(crate) os: String,
-    #[serde(default)]
-    pub(crate) architecture: String,
-    #[serde(default)]
-    pub(crate) variant: Option<String>,
-}
-
-impl ImageConfig {
-    pub(crate) fn platform(&self) -> Platform {
-        Platform {
-            os: self.os.clone(),
-            architecture: self.architecture.clone(),
-            variant: self.variant.clone(),
+/// Completes what oci-spec requires and containers/image does not: an index entry's `platform`
+/// without `os` or `architecture` (a Go zero value there, so the entry matches no platform asked for).
+fn complete_for_oci_spec(document: &mut serde_json::Value) {
+    let entries = document
+        .get_mut("manifests")
+        .and_then(serde_json::Value::as_array_mut);
+    for entry in entries.into_iter().flatten() {
+        if let Some(platform) = entry
+            .get_mut("platform")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for field in ["os", "architecture"] {
+                platform.entry(field).or_insert_with(|| "".into());
+            }
         }
     }
+}
+
+/// Decodes `body` as oci-spec's `T`, completed first (see [`complete_for_oci_spec`]).
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    let mut document: serde_json::Value = serde_json::from_slice(body)?;
+    complete_for_oci_spec(&mut document);
+    serde_json::from_value(document)
 }
 
 #[derive(Debug, Clone)]
@@ -198,20 +218,20 @@ pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manife
         return Err("document has both layers and manifests".into());
     }
     let parsed = match media_type.as_str() {
-        OCI_MANIFEST | DOCKER_MANIFEST if !is_index => serde_json::from_slice(body)
+        OCI_MANIFEST | DOCKER_MANIFEST if !is_index => decode(body)
             .map(Manifest::Image)
             .map_err(|e| format!("invalid image manifest: {e}"))?,
-        OCI_INDEX | DOCKER_MANIFEST_LIST if !is_image => serde_json::from_slice(body)
+        OCI_INDEX | DOCKER_MANIFEST_LIST if !is_image => decode(body)
             .map(Manifest::Index)
             .map_err(|e| format!("invalid index: {e}"))?,
         OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_MANIFEST_LIST => {
             return Err(format!("body does not match media type {media_type}"));
         }
         // Some registries omit the media type for OCI documents; the structure then decides.
-        "" | "application/json" if is_index => serde_json::from_slice(body)
+        "" | "application/json" if is_index => decode(body)
             .map(Manifest::Index)
             .map_err(|e| format!("invalid index: {e}"))?,
-        "" | "application/json" if is_image => serde_json::from_slice(body)
+        "" | "application/json" if is_image => decode(body)
             .map(Manifest::Image)
             .map_err(|e| format!("invalid image manifest: {e}"))?,
         other => return Err(format!("unsupported manifest media type {other:?}")),
@@ -235,7 +255,7 @@ mod tests {
             .contains("schema 1")
         );
         let both = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
-            "config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[],"manifests":[]}"#;
+            "config":{"mediaType":"x","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1},"layers":[],"manifests":[]}"#;
         assert!(
             parse_manifest(both, OCI_MANIFEST)
                 .unwrap_err()
@@ -250,10 +270,10 @@ mod tests {
 
     #[test]
     fn manifests_parse_by_media_type_or_shape() {
-        let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aa","size":2},"layers":[]}"#;
+        let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":2},"layers":[]}"#;
         let (media_type, parsed) = parse_manifest(image, OCI_MANIFEST).unwrap();
         assert_eq!(media_type, OCI_MANIFEST);
-        assert!(matches!(parsed, Manifest::Image(m) if m.config.size == 2));
+        assert!(matches!(parsed, Manifest::Image(m) if m.config().size() == 2));
         let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
         assert!(matches!(
             parse_manifest(list, "application/json").unwrap().1,
@@ -266,6 +286,42 @@ mod tests {
                 .unwrap_err()
                 .contains("unsupported manifest media type")
         );
+    }
+
+    /// Decisions where oci-spec and containers/image differ (issue 8 Part B): what the node accepts
+    /// is completed and accepted; what the node refuses too (a non-string annotation: Go's
+    /// `map[string]string`) stays refused.
+    #[test]
+    fn documents_the_node_accepts_are_accepted() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+                {{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":1,"platform":{{"os":"linux"}}}},
+                {{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        );
+        let Manifest::Index(index) = parse_manifest(index.as_bytes(), OCI_INDEX).unwrap().1 else {
+            panic!("an index")
+        };
+        let platforms: Vec<String> = index
+            .manifests()
+            .iter()
+            .map(|d| Platform::from(d.platform().as_ref().unwrap()).to_string())
+            .collect();
+        assert_eq!(platforms, ["linux/", "linux/amd64"]);
+
+        let config = parse_config(br#"{"config":{}}"#).unwrap();
+        assert_eq!(Platform::from(&config).to_string(), "/");
+        let config = parse_config(br#"{"os":"linux","architecture":"arm64","variant":"v8"}"#);
+        assert_eq!(
+            Platform::from(&config.unwrap()).to_string(),
+            "linux/arm64/v8"
+        );
+
+        let annotated = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{digest}","size":1}},"layers":[],"annotations":{{"n":1}}}}"#
+        );
+        let refused = parse_manifest(annotated.as_bytes(), OCI_MANIFEST).unwrap_err();
+        assert!(refused.contains("invalid image manifest"), "{refused}");
     }
 
     #[test]

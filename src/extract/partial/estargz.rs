@@ -34,25 +34,27 @@ pub(super) struct Found {
 
 /// The TOC's digest, when the layer says it is eStargz; a fallback when it says so wrongly.
 pub(super) fn find(layer: &Descriptor) -> Result<Option<Found>, Fallback> {
-    let Some(digest) = layer.annotation(TOC_DIGEST) else {
+    let Some(digest) = crate::registry::annotation(layer, TOC_DIGEST) else {
         return Ok(None);
     };
     let bad = |why: String| Fallback::plain(format!("eStargz annotation: {why}"));
-    if Compression::from_media_type(&layer.media_type) != Some(Compression::Gzip) {
-        return Err(bad(format!("on a {} layer", layer.media_type)));
+    if Compression::from_media_type(layer.media_type().to_string().as_str())
+        != Some(Compression::Gzip)
+    {
+        return Err(bad(format!("on a {} layer", layer.media_type())));
     }
     if !is_sha256(digest) {
         return Err(bad(format!("TOC digest {digest:?} is not a sha256 digest")));
     }
-    if layer.size <= FOOTER {
+    if layer.size() <= FOOTER {
         return Err(bad(format!(
             "a layer of {} bytes has no room for a TOC",
-            layer.size
+            layer.size()
         )));
     }
     Ok(Some(Found {
         toc_digest: digest.to_owned(),
-        size: layer.size,
+        size: layer.size(),
     }))
 }
 

@@ -120,7 +120,7 @@ impl Partial {
     ) -> Option<Contribution> {
         self.stats
             .layer_bytes
-            .fetch_add(layer.size, Ordering::Relaxed);
+            .fetch_add(layer.size(), Ordering::Relaxed);
         let mut fetcher = Fetcher::new(client, source, layer);
         let outcome = if self.enabled {
             let _permit = self.in_flight.acquire().await.expect("never closed");
@@ -138,11 +138,11 @@ impl Partial {
             Ok((format, contribution)) => {
                 self.stats.partial_layers.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    layer = %layer.digest,
+                    layer = %layer.digest(),
                     format,
                     requests = fetcher.requests,
                     fetched_bytes = fetcher.bytes,
-                    layer_bytes = layer.size,
+                    layer_bytes = layer.size(),
                     "layer pulled partially"
                 );
                 Some(contribution)
@@ -152,15 +152,15 @@ impl Partial {
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .fetched_bytes
-                    .fetch_add(layer.size, Ordering::Relaxed);
+                    .fetch_add(layer.size(), Ordering::Relaxed);
                 if !self.enabled {
                     // The flag is the reason for every layer; the run's summary says so once.
                 } else if fallback.suspicious {
-                    tracing::warn!(layer = %layer.digest, reason = %fallback.reason, "partial pull refused; pulling the layer whole");
+                    tracing::warn!(layer = %layer.digest(), reason = %fallback.reason, "partial pull refused; pulling the layer whole");
                 } else if fallback.ordinary {
-                    tracing::debug!(layer = %layer.digest, reason = %fallback.reason, "pulling the layer whole");
+                    tracing::debug!(layer = %layer.digest(), reason = %fallback.reason, "pulling the layer whole");
                 } else {
-                    tracing::info!(layer = %layer.digest, reason = %fallback.reason, "pulling the layer whole");
+                    tracing::info!(layer = %layer.digest(), reason = %fallback.reason, "pulling the layer whole");
                 }
                 None
             }
@@ -257,7 +257,7 @@ async fn pull(
     } else {
         return Err(Fallback::ordinary("no TOC annotations"));
     };
-    if layer.size < MIN_PARTIAL {
+    if layer.size() < MIN_PARTIAL {
         return Err(Fallback::plain(format!(
             "a layer under {MIN_PARTIAL} bytes is fetched whole"
         )));
@@ -344,7 +344,7 @@ fn check_chunks(entry: &TocEntry, layer: &Descriptor) -> Result<(), Fallback> {
     }
     let mut covered: u64 = 0;
     for chunk in &entry.chunks {
-        if chunk.compressed.start >= chunk.compressed.end || chunk.compressed.end > layer.size {
+        if chunk.compressed.start >= chunk.compressed.end || chunk.compressed.end > layer.size() {
             return Err(bad("a data range outside the layer"));
         }
         let inflatable =
@@ -452,7 +452,7 @@ mod tests {
     fn layer(size: u64) -> Descriptor {
         serde_json::from_value(serde_json::json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
-            "digest": "sha256:00",
+            "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
             "size": size,
         }))
         .unwrap()

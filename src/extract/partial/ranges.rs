@@ -99,7 +99,7 @@ impl<'a> Fetcher<'a> {
                     rest = after;
                 }
                 Err(RequestError::Refused(cause)) if count > 1 => {
-                    tracing::debug!(layer = %self.layer.digest, %cause, "several ranges refused in one request; asking one at a time");
+                    tracing::debug!(layer = %self.layer.digest(), %cause, "several ranges refused in one request; asking one at a time");
                     self.multipart = false;
                 }
                 Err(error) => return Err(error.into()),

@@ -45,15 +45,17 @@ pub(super) fn find(layer: &Descriptor) -> Result<Option<Found>, Fallback> {
     let Some((checksum_key, checksum, position)) = KEYS.iter().find_map(|(checksum, position)| {
         Some((
             *checksum,
-            layer.annotation(checksum)?,
-            layer.annotation(position),
+            crate::registry::annotation(layer, checksum)?,
+            crate::registry::annotation(layer, position),
         ))
     }) else {
         return Ok(None);
     };
     let bad = |why: String| Fallback::plain(format!("zstd:chunked annotations: {why}"));
-    if Compression::from_media_type(&layer.media_type) != Some(Compression::Zstd) {
-        return Err(bad(format!("on a {} layer", layer.media_type)));
+    if Compression::from_media_type(layer.media_type().to_string().as_str())
+        != Some(Compression::Zstd)
+    {
+        return Err(bad(format!("on a {} layer", layer.media_type())));
     }
     let position = position.ok_or_else(|| bad(format!("{checksum_key} without a position")))?;
     let fields: Vec<u64> = position
@@ -80,7 +82,7 @@ pub(super) fn find(layer: &Descriptor) -> Result<Option<Found>, Fallback> {
     }
     let end = offset
         .checked_add(length)
-        .filter(|&end| end <= layer.size)
+        .filter(|&end| end <= layer.size())
         .ok_or_else(|| bad(format!("the TOC at {position:?} lies outside the layer")))?;
     if !is_sha256(checksum) {
         return Err(bad(format!("checksum {checksum:?} is not a sha256 digest")));
@@ -211,7 +213,7 @@ mod tests {
     fn layer(media_type: &str, annotations: serde_json::Value) -> Descriptor {
         serde_json::from_value(serde_json::json!({
             "mediaType": media_type,
-            "digest": "sha256:00",
+            "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
             "size": 1000,
             "annotations": annotations,
         }))
@@ -243,7 +245,7 @@ mod tests {
         }
         assert_eq!(find(&layer(ZSTD, serde_json::json!({}))).unwrap(), None);
         let plain: Descriptor = serde_json::from_value(
-            serde_json::json!({"mediaType": ZSTD, "digest": "sha256:00", "size": 1}),
+            serde_json::json!({"mediaType": ZSTD, "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "size": 1}),
         )
         .unwrap();
         assert_eq!(find(&plain).unwrap(), None);
