@@ -235,7 +235,7 @@ async fn resolve_manifest(
                     top_digest,
                     image_digest: current.digest,
                     index_digest,
-                    manifest,
+                    manifest: *manifest,
                 });
             }
             Manifest::Index(index) => index,
@@ -252,7 +252,7 @@ async fn resolve_manifest(
             .ok_or_else(|| ImageError::NoPlatform {
                 digest: current.digest.clone(),
                 wanted: platform.clone(),
-                available: describe_platforms(&index.manifests()),
+                available: describe_platforms(index.manifests()),
             })?;
         let child = fetch_manifest(run, source, chosen.digest().as_ref()).await?;
         if child.size != chosen.size() {

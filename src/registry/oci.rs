@@ -159,7 +159,8 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::
 
 #[derive(Debug, Clone)]
 pub enum Manifest {
-    Image(ImageManifest),
+    /// Boxed: oci-spec's manifest is twice an index's size.
+    Image(Box<ImageManifest>),
     Index(ImageIndex),
 }
 
@@ -219,7 +220,7 @@ pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manife
     }
     let parsed = match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST if !is_index => decode(body)
-            .map(Manifest::Image)
+            .map(|manifest| Manifest::Image(Box::new(manifest)))
             .map_err(|e| format!("invalid image manifest: {e}"))?,
         OCI_INDEX | DOCKER_MANIFEST_LIST if !is_image => decode(body)
             .map(Manifest::Index)
@@ -232,7 +233,7 @@ pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manife
             .map(Manifest::Index)
             .map_err(|e| format!("invalid index: {e}"))?,
         "" | "application/json" if is_image => decode(body)
-            .map(Manifest::Image)
+            .map(|manifest| Manifest::Image(Box::new(manifest)))
             .map_err(|e| format!("invalid image manifest: {e}"))?,
         other => return Err(format!("unsupported manifest media type {other:?}")),
     };
