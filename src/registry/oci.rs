@@ -159,9 +159,9 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::
 
 #[derive(Debug, Clone)]
 pub enum Manifest {
-    /// Boxed: oci-spec's manifest is twice an index's size.
+    // Boxed: oci-spec's documents are hundreds of bytes each, and a manifest is moved around whole.
     Image(Box<ImageManifest>),
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
 }
 
 /// A manifest as fetched: its bytes, its digest (computed, and verified when asked by digest), and what
@@ -223,14 +223,14 @@ pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manife
             .map(|manifest| Manifest::Image(Box::new(manifest)))
             .map_err(|e| format!("invalid image manifest: {e}"))?,
         OCI_INDEX | DOCKER_MANIFEST_LIST if !is_image => decode(body)
-            .map(Manifest::Index)
+            .map(|index| Manifest::Index(Box::new(index)))
             .map_err(|e| format!("invalid index: {e}"))?,
         OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_MANIFEST_LIST => {
             return Err(format!("body does not match media type {media_type}"));
         }
         // Some registries omit the media type for OCI documents; the structure then decides.
         "" | "application/json" if is_index => decode(body)
-            .map(Manifest::Index)
+            .map(|index| Manifest::Index(Box::new(index)))
             .map_err(|e| format!("invalid index: {e}"))?,
         "" | "application/json" if is_image => decode(body)
             .map(|manifest| Manifest::Image(Box::new(manifest)))
