@@ -22,6 +22,7 @@ mod cache;
 mod error;
 mod index;
 mod partial;
+mod progress;
 mod pull;
 mod queue;
 mod warm;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::cache::Cache;
 use super::error::{Attempt, AttemptError, ImageError, ImageFailure};
 use super::partial::Partial;
+use super::progress::{ImageProgress, LayerCounter};
 use super::{PulledImage, queue};
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, Limits, Subtree};
@@ -93,7 +94,14 @@ pub(super) async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledIma
         }
         let started = Instant::now();
         tracing::info!(image = %entry.reference_text, source = %shown, "pulling");
-        match pull_from(run, &planned.source, planned.pull.reference.object()).await {
+        match pull_from(
+            run,
+            &entry.reference_text,
+            &planned.source,
+            planned.pull.reference.object(),
+        )
+        .await
+        {
             Ok(pulled) => {
                 let source_ref = format!("{}@{}", planned.source, pulled.resolved.top_digest);
                 tracing::info!(
@@ -144,9 +152,16 @@ struct Resolved {
     manifest: crate::registry::ImageManifest,
 }
 
-async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, ImageError> {
+async fn pull_from(
+    run: &Run,
+    image: &str,
+    source: &Source,
+    object: &str,
+) -> Result<Pulled, ImageError> {
     let (client, platform, limits) = (&run.client, &run.platform, run.limits);
     let resolved = resolve_manifest(run, source, object).await?;
+    let layer_bytes = resolved.manifest.layers().iter().map(|l| l.size()).sum();
+    let progress = ImageProgress::new(image, layer_bytes);
     let config_descriptor = &resolved.manifest.config();
     let config_type = config_descriptor.media_type().to_string();
     if config_type != OCI_CONFIG && config_type != DOCKER_CONFIG {
@@ -181,6 +196,7 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
         )?;
         Ok::<_, ImageError>(config)
     };
+    let progress = &progress;
     let layer_jobs = resolved.manifest.layers().iter().map(|layer| async move {
         let compression = Compression::from_media_type(layer.media_type().to_string().as_str())
             .ok_or_else(|| ImageError::NotALayer {
@@ -190,9 +206,16 @@ async fn pull_from(run: &Run, source: &Source, object: &str) -> Result<Pulled, I
         // By digest and compression: a blob declared with a compression it does not have fails,
         // whatever another image declared for it.
         let key = format!("{} {compression:?}", layer.digest());
-        run.layers
-            .get_or_fetch(&key, pull_layer(run, source, layer, compression))
-            .await
+        let counter = LayerCounter::new(progress);
+        let contribution = run
+            .layers
+            .get_or_fetch(
+                &key,
+                pull_layer(run, source, layer, compression, counter.clone()),
+            )
+            .await;
+        counter.done(layer.size());
+        contribution
     });
     let (config, contributions) =
         futures_util::future::try_join(config_job, futures_util::future::try_join_all(layer_jobs))
@@ -338,6 +361,7 @@ async fn pull_layer(
     source: &Source,
     layer: &Descriptor,
     compression: Compression,
+    counter: LayerCounter,
 ) -> Result<Contribution, ImageError> {
     let (client, limits) = (&run.client, run.limits);
     let cache = run.cache.as_ref();
@@ -357,7 +381,7 @@ async fn pull_layer(
         Some(contribution) => contribution,
         None => {
             let _slot = run.queue.acquire(layer.size()).await;
-            pull_whole_layer(client, source, layer, compression, limits).await?
+            pull_whole_layer(client, source, layer, compression, limits, counter).await?
         }
     };
     if let Some(cache) = cache {
@@ -366,18 +390,19 @@ async fn pull_layer(
     Ok(contribution)
 }
 
-/// Downloads a layer and walks it as it streams.
+/// Downloads a layer and walks it as it streams, counting what it reads into `counter`.
 async fn pull_whole_layer(
     client: &RegistryClient,
     source: &Source,
     layer: &Descriptor,
     compression: Compression,
     limits: Limits,
+    counter: LayerCounter,
 ) -> Result<Contribution, ImageError> {
     let size = layer.size();
     let consumed = client
         .consume_blob(source, layer, move |reader| {
-            layers::contribution(reader, compression, size, &limits)
+            layers::contribution(counter.reader(reader), compression, size, &limits)
         })
         .await;
     // A failed download (digest, size, network) explains a failed unpack, so it is reported first.

@@ -304,7 +304,8 @@ impl Progress {
         }
         self.last = std::time::Instant::now();
         let seconds = self.started.elapsed().as_secs_f64();
-        tracing::info!(
+        // Each image logs its own progress at info (extract::progress); this is the blob's detail.
+        tracing::debug!(
             blob = %descriptor.digest(),
             registry = %source.registry,
             received,

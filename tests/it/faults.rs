@@ -908,3 +908,46 @@ fn sigkill_at_any_point_of_a_pull_leaves_a_whole_tree_and_the_next_run_succeeds(
         "only the current payload: {leftovers:?}"
     );
 }
+
+/// A pull that takes longer than a few seconds says how far it got, per image, at most every 5 s
+/// (issue 9 item 4): here one layer arrives in 7 pieces a second apart.
+#[test]
+fn a_long_pull_logs_its_progress_per_image_every_few_seconds() {
+    let lab = Lab::new();
+    let image = lab.push("p/long", "long: true\n");
+    lab.proxy.inject(
+        &image.layer_digests[0],
+        HttpFault::SlowBody {
+            pieces: 7,
+            pause: Duration::from_secs(1),
+        },
+        1,
+    );
+    let started = Instant::now();
+    let (run, _out) = lab.pull("p/long", lab.extract());
+    run.assert_code(0);
+    let took = started.elapsed();
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("pulling: "))
+        })
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= took.as_secs() / 5 + 1,
+        "{took:?}\n{}",
+        run.stderr
+    );
+    for line in &lines {
+        assert_eq!(line["image"], lab.reference("p/long"), "{line}");
+        let (received, total) = (line["received"].as_u64(), line["total"].as_u64());
+        assert!(
+            received.is_some_and(|r| r > 0) && received <= total,
+            "{line}"
+        );
+    }
+}
