@@ -511,11 +511,9 @@ fn transport_transient(error: &TransportError) -> bool {
         // A proxy that cannot be reached, or that could not reach the registry (CONNECT answered
         // 408, 429 or 5xx), fails like the network; 407 and broken answers do not pass on retry.
         TransportError::Proxy(ProxyError::Unreachable { .. }) => true,
-        TransportError::Proxy(ProxyError::ConnectRefused { status, .. }) => status
-            .get(..3)
-            .and_then(|code| code.parse().ok())
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .is_some_and(retry::retryable_status),
+        TransportError::Proxy(ProxyError::ConnectRefused { status, .. }) => {
+            retry::retryable_status(*status)
+        }
         _ => false,
     }
 }
@@ -552,11 +550,12 @@ mod tests {
             cause: "x".into(),
             transient,
         };
-        let refused = |status: &str| {
+        let refused = |code: u16| {
             TransportError::Proxy(ProxyError::ConnectRefused {
                 target: "r:443".into(),
                 proxy: "p:3128".into(),
-                status: status.into(),
+                status: StatusCode::from_u16(code).unwrap(),
+                reason: String::new(),
             })
         };
         for (error, expected) in [
@@ -576,10 +575,10 @@ mod tests {
                 }),
                 true,
             ),
-            (refused("503 Service Unavailable"), true),
-            (refused("502 Bad Gateway"), true),
-            (refused("407 Proxy Authentication Required"), false),
-            (refused("403 Forbidden"), false),
+            (refused(503), true),
+            (refused(502), true),
+            (refused(407), false),
+            (refused(403), false),
             (TransportError::BadUrl("x".into()), false),
         ] {
             let shown = error.to_string();
