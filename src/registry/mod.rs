@@ -52,7 +52,7 @@ pub(crate) use error::RegistryError;
 pub use oci::*;
 
 use digest::{Digester, verify};
-use error::describe_error_body;
+use error::{Credentials, OciErrors};
 
 /// The registry client: one per run, shared by every image.
 pub(crate) struct RegistryClient {
@@ -245,25 +245,22 @@ impl RegistryClient {
         let body = read_capped(response.into_body(), 64 << 10, Some(self.retry.idle))
             .await
             .unwrap_or_default();
-        let mut detail = describe_error_body(&body);
-        if status == StatusCode::UNAUTHORIZED {
+        let credentials = (status == StatusCode::UNAUTHORIZED).then(|| {
             if self
                 .auth
                 .has_credentials(&source.registry, &source.repository)
             {
-                detail.push_str(" (the pull secret's credentials were refused)");
+                Credentials::Refused
             } else {
-                detail.push_str(&format!(
-                    " (no credentials for {} in the pull secret)",
-                    source.registry
-                ));
+                Credentials::Missing
             }
-        }
+        });
         RegistryError::Status {
             registry: source.registry.clone(),
             what: what.to_string(),
             status,
-            detail,
+            errors: OciErrors::parse(&body),
+            credentials,
         }
     }
 
