@@ -479,7 +479,7 @@ impl RegistryClient {
                         &content_range,
                         body,
                     )
-                    .map_err(refused);
+                    .map_err(|e| refused(e.to_string()));
                 }
             };
             self.pause_or_give_up(source, &what, &mut attempts, failure, None)
