@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use thiserror::Error;
 
 use crate::time::parse_duration;
 
@@ -124,8 +125,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// A flag's value that its parser refuses (clap shows it after naming the flag).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum FlagValueError {
+    #[error("invalid namespace {0:?} (a DNS label)")]
+    Namespace(String),
+    #[error("invalid size {0:?} (use e.g. 64MiB, 1GiB, 4096)")]
+    Size(String),
+}
+
 /// A namespace name: a DNS label (lowercase letters, digits and '-', at most 63).
-pub fn parse_namespace(text: &str) -> Result<String, String> {
+pub fn parse_namespace(text: &str) -> Result<String, FlagValueError> {
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let valid = text.len() <= 63
         && text.starts_with(ok)
@@ -134,13 +144,13 @@ pub fn parse_namespace(text: &str) -> Result<String, String> {
     if valid {
         Ok(text.to_string())
     } else {
-        Err(format!("invalid namespace {text:?} (a DNS label)"))
+        Err(FlagValueError::Namespace(text.to_string()))
     }
 }
 
 /// `1024`, `64KiB`, `64MiB`, `1GiB` (also `K`/`M`/`G` and `KB`/`MB`/`GB`, read as powers of 1000).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {text:?} (use e.g. 64MiB, 1GiB, 4096)");
+pub fn parse_size(text: &str) -> Result<u64, FlagValueError> {
+    let bad = || FlagValueError::Size(text.to_string());
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())

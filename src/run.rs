@@ -97,9 +97,8 @@ fn proxies(common: &CommonArgs) -> Result<Proxies, Failure> {
         proxy: common.proxy.clone(),
         no_proxy: common.no_proxy.clone(),
     };
-    // Shown without error_chain: a proxy URL's parse error is part of the message already.
-    let (proxies, warnings) = Proxies::configure(&flags, |name| std::env::var(name).ok())
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let (proxies, warnings) =
+        Proxies::configure(&flags, |name| std::env::var(name).ok()).map_err(|e| Failure::of(&e))?;
     for warning in warnings {
         tracing::warn!(%warning, "proxy configuration");
     }
@@ -120,7 +119,7 @@ async fn prepare(
     };
     let origin = ProxyOrigin::given(&flags, |name| std::env::var(name).ok());
     let proxies = std::sync::Arc::new(proxies(common)?);
-    let mut retry = RetryPolicy::from_env().map_err(Failure::usage)?;
+    let mut retry = RetryPolicy::from_env().map_err(|e| Failure::of(&e))?;
     if let Some(deadline) = deadline {
         retry = retry.with_deadline(deadline);
     }
@@ -145,10 +144,13 @@ async fn prepare(
         &common.namespace,
         cluster_read,
     )
-    .map_err(|e| Failure::usage(error_chain(&e)))?;
+    .map_err(|e| Failure::of(&e))?;
     let (proxies, origin) =
         cluster::for_registries(cluster.cluster_proxy.as_ref(), proxies, origin).map_err(|e| {
-            Failure::usage(format!("proxies.config.openshift.io/cluster status: {e}"))
+            Failure {
+                code: e.exit_code(),
+                message: format!("proxies.config.openshift.io/cluster status: {e}"),
+            }
         })?;
     tracing::info!(from = %origin, "registries' proxy");
     let settings = Settings {

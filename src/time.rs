@@ -3,9 +3,20 @@
 
 use std::time::Duration;
 
+use thiserror::Error;
+
+/// A duration the command line or `PROVIDER_IMAGES_RETRY` wrote that [`parse_duration`] cannot read.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("invalid duration {text:?} (use e.g. 90s, 10m, 1h30m)")]
+pub(crate) struct DurationError {
+    text: String,
+}
+
 /// `500ms`, `30s`, `10m`, `1h`, or combinations like `1m30s`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (use e.g. 90s, 10m, 1h30m)");
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError {
+        text: text.to_string(),
+    };
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
     if rest.is_empty() {

@@ -24,7 +24,7 @@ use super::names::{
     CONFIG_NAMESPACE, IMAGE_CONFIG, MANAGED_NAMESPACE, PULL_SECRET, TRUSTED_CA_BUNDLE,
     USER_CA_BUNDLE,
 };
-use super::objects::{self, MIRROR_KINDS, mirror_resource};
+use super::objects::{self, MIRROR_KINDS, ObjectError, mirror_resource};
 use super::proxy::{self as cluster_proxy, PROXY_OBJECT};
 use super::{ClusterConfig, ClusterError, Extras, notes};
 use crate::error::error_chain;
@@ -349,7 +349,7 @@ impl Reader {
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| malformed("list", list_resource(kind), e.to_string()))?;
+            .map_err(|e| malformed("list", list_resource(kind), e.into()))?;
         Ok(Some(items))
     }
 
@@ -369,7 +369,7 @@ impl Reader {
         match not_found_as_none("get", what.clone(), result)? {
             Some(object) => serde_json::to_value(&object)
                 .map(Some)
-                .map_err(|e| malformed("get", what, e.to_string())),
+                .map_err(|e| malformed("get", what, e.into())),
             None => Ok(None),
         }
     }
@@ -433,7 +433,7 @@ fn cause(error: &kube::Error) -> String {
     }
 }
 
-fn malformed(verb: &'static str, resource: String, cause: String) -> ClusterError {
+fn malformed(verb: &'static str, resource: String, cause: ObjectError) -> ClusterError {
     ClusterError::Api {
         verb,
         resource,

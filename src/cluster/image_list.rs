@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use super::objects::ObjectError;
 use crate::images::{self, ImageEntry, ImagesError};
 
 /// The namespace the operator and its images ConfigMaps live in.
@@ -65,6 +66,12 @@ pub enum ImageListError {
     },
 }
 
+impl crate::error::ExitStatus for ImageListError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
 fn why_none(namespace: &str, cluster_read: bool) -> String {
     if cluster_read {
         format!(
@@ -107,15 +114,12 @@ pub(crate) fn from_config_map(
     name: &str,
     object: &Value,
     origin_suffix: &str,
-) -> Result<ImageList, String> {
-    let data = ConfigMap::deserialize(object)
-        .map_err(|e| e.to_string())?
-        .data
-        .unwrap_or_default();
+) -> Result<ImageList, ObjectError> {
+    let data = ConfigMap::deserialize(object)?.data.unwrap_or_default();
     let config_map = super::notes::config_map(namespace, name);
     if name == IMAGES_CONFIG_MAP {
         let Some(Some(text)) = data.get(IMAGES_KEY) else {
-            return Err(format!("no key {IMAGES_KEY}"));
+            return Err(ObjectError::MissingKey(IMAGES_KEY));
         };
         return Ok(ImageList {
             origin: format!("{config_map} key {IMAGES_KEY}{origin_suffix}"),
@@ -180,7 +184,7 @@ mod tests {
 
         let keyless = json!({"data": {"other": "x"}});
         assert_eq!(
-            from_config_map("ns", IMAGES_CONFIG_MAP, &keyless, ""),
+            from_config_map("ns", IMAGES_CONFIG_MAP, &keyless, "").map_err(|e| e.to_string()),
             Err("no key images.json".to_string())
         );
     }

@@ -12,10 +12,28 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use thiserror::Error;
 
 use super::pem;
 use super::{CaBundle, ClusterConfig, PullSecret};
 use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
+
+/// Why an object (here, or the image list's or proxy's) cannot be read; the caller names the object.
+#[derive(Debug, Error)]
+pub(crate) enum ObjectError {
+    /// A field missing or of the wrong type.
+    #[error(transparent)]
+    Shape(#[from] serde_json::Error),
+    #[error("object has no metadata.name")]
+    NoName,
+    #[error("binaryData key {key}: not base64: {source}")]
+    NotBase64 {
+        key: String,
+        source: base64::DecodeError,
+    },
+    #[error("no key {0}")]
+    MissingKey(&'static str),
+}
 
 /// The kinds this module knows, recognised by apiVersion + kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,20 +172,20 @@ impl From<Policy> for SourcePolicy {
     }
 }
 
-fn decode<T: DeserializeOwned>(object: &Value) -> Result<T, String> {
-    T::deserialize(object).map_err(|e| e.to_string())
+fn decode<T: DeserializeOwned>(object: &Value) -> Result<T, ObjectError> {
+    Ok(T::deserialize(object)?)
 }
 
-fn name_of(metadata: Option<Metadata>) -> Result<String, String> {
+fn name_of(metadata: Option<Metadata>) -> Result<String, ObjectError> {
     metadata
         .and_then(|m| m.name)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| "object has no metadata.name".to_string())
+        .ok_or(ObjectError::NoName)
 }
 
 /// An IDMS, ITMS or ICSP object → a `MirrorObject`, rules in the object's order (their order
 /// matters to the mirrors module's merge).
-pub(crate) fn mirror_object(kind: MirrorKind, object: &Value) -> Result<MirrorObject, String> {
+pub(crate) fn mirror_object(kind: MirrorKind, object: &Value) -> Result<MirrorObject, ObjectError> {
     let (name, rules) = match kind {
         MirrorKind::ImageDigestMirrorSet => {
             let set: MirrorSet<IdmsSpec> = decode(object)?;
@@ -237,7 +255,9 @@ struct RegistrySourcesSpec {
 
 /// image.config/cluster → (additionalTrustedCA name, registry sources). An empty name is the
 /// API's way of saying "none".
-pub(crate) fn image_config(object: &Value) -> Result<(Option<String>, RegistrySources), String> {
+pub(crate) fn image_config(
+    object: &Value,
+) -> Result<(Option<String>, RegistrySources), ObjectError> {
     let image: Image = decode(object)?;
     let Some(spec) = image.spec else {
         return Ok((None, RegistrySources::default()));
@@ -271,7 +291,7 @@ pub(crate) fn ca_bundles(
     name: &str,
     object: &Value,
     config: &mut ClusterConfig,
-) -> Result<Vec<CaBundle>, String> {
+) -> Result<Vec<CaBundle>, ObjectError> {
     let map: ConfigMap = decode(object)?;
     let mut values: Vec<(String, Vec<u8>)> = Vec::new();
     for (key, value) in map.data.unwrap_or_default() {
@@ -280,7 +300,10 @@ pub(crate) fn ca_bundles(
     for (key, value) in map.binary_data.unwrap_or_default() {
         let bytes = BASE64
             .decode(value.unwrap_or_default().trim())
-            .map_err(|e| format!("binaryData key {key}: not base64: {e}"))?;
+            .map_err(|source| ObjectError::NotBase64 {
+                key: key.clone(),
+                source,
+            })?;
         values.push((key, bytes));
     }
     let mut bundles = Vec::new();
@@ -326,7 +349,7 @@ pub(crate) fn pull_secret(
     origin: &str,
     object: &Value,
     config: &mut ClusterConfig,
-) -> Result<Option<PullSecret>, String> {
+) -> Result<Option<PullSecret>, ObjectError> {
     let secret: Secret = decode(object)?;
     // stringData (plain text) is what a hand-written manifest may use; the API server merges it
     // over data, so it wins here too.
@@ -423,12 +446,16 @@ mod tests {
     fn malformed_mirror_objects() {
         let no_name = json!({"spec": {}});
         assert_eq!(
-            mirror_object(MirrorKind::ImageDigestMirrorSet, &no_name).unwrap_err(),
+            mirror_object(MirrorKind::ImageDigestMirrorSet, &no_name)
+                .unwrap_err()
+                .to_string(),
             "object has no metadata.name"
         );
         let bad_policy = json!({"metadata": {"name": "x"}, "spec": {"imageDigestMirrors": [
             {"source": "s", "mirrors": ["m"], "mirrorSourcePolicy": "Sometimes"}]}});
-        let err = mirror_object(MirrorKind::ImageDigestMirrorSet, &bad_policy).unwrap_err();
+        let err = mirror_object(MirrorKind::ImageDigestMirrorSet, &bad_policy)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown variant `Sometimes`"), "{err}");
         let no_source = json!({"metadata": {"name": "x"}, "spec": {"imageDigestMirrors": [{"mirrors": ["m"]}]}});
         assert!(mirror_object(MirrorKind::ImageDigestMirrorSet, &no_source).is_err());

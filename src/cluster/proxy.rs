@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::objects::ObjectError;
 use crate::transport::proxy::{Proxies, ProxyConfigError, ProxyFlags};
 
 /// How errors and notes name the object, as kubectl names a resource.
@@ -86,8 +87,8 @@ struct ProxyStatus {
 }
 
 /// The proxy object → its status fields; a field of the wrong type is an error.
-pub(crate) fn cluster_proxy(object: &Value) -> Result<ClusterProxy, String> {
-    let object = ProxyObject::deserialize(object).map_err(|e| e.to_string())?;
+pub(crate) fn cluster_proxy(object: &Value) -> Result<ClusterProxy, ObjectError> {
+    let object = ProxyObject::deserialize(object)?;
     let status = object.status.unwrap_or(ProxyStatus {
         http_proxy: None,
         https_proxy: None,

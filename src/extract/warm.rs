@@ -23,15 +23,81 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
+use thiserror::Error;
 
 use super::index::{Described, GENERATOR, IndexImage, IndexJson, index_json};
 use super::{ExtractOptions, PulledImage};
 use crate::images::ImageEntry;
 use crate::layers::{self, Subtree};
 use crate::plan::Planner;
-use crate::profiles::{self, Profile};
+use crate::plan::mirrors::MirrorError;
+use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, Publisher};
 use crate::registry::RegistryClient;
+
+/// Why the tree's copy of an image, or the tree itself, is not what this run would publish (for the log).
+#[derive(Debug, Error)]
+enum NotReused {
+    #[error("index.json records another volume")]
+    OtherVolume,
+    #[error("index.json records another digest")]
+    OtherDigest,
+    #[error(transparent)]
+    Plan(#[from] MirrorError),
+    #[error("the recorded source {0} is not one of its pull sources")]
+    SourceNotPlanned(String),
+    #[error("profile name {0:?}")]
+    ProfileName(String),
+    #[error("its volume holds other files or directories than its profiles")]
+    OtherFiles,
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is over --max-file-size", .0.display())]
+    OverFileSize(PathBuf),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error("the files of profile {0} do not have the sha256 index.json records")]
+    OtherSha256(String),
+    #[error("its files are over --max-image-size")]
+    OverImageSize,
+    #[error("its volume is not a 0755 directory")]
+    VolumeMode,
+    /// A directory entry that cannot be listed or inspected, named as the walk names it.
+    #[error("{name}: {source}")]
+    Listing {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("its volume holds a name that is not UTF-8")]
+    NotUtf8,
+    #[error("{0} is not a 0755 directory or a 0644 file")]
+    EntryMode(String),
+    #[error("now served by {now}, recorded {recorded}")]
+    OtherSource { now: String, recorded: String },
+    #[error("the tag now points at {now}, recorded {recorded}")]
+    TagMoved { now: String, recorded: String },
+    #[error("no pull source answered for the tag")]
+    NoSourceAnswered,
+    #[error("a visible entry does not link into ..data")]
+    VisibleLink,
+    #[error("the payload holds other entries than index.json and the volumes")]
+    OtherEntries,
+    #[error("index.json: {0}")]
+    Index(#[source] serde_json::Error),
+    #[error("index.json differs from what this run would write")]
+    IndexDiffers,
+}
+
+/// `name: error`, for the walk's listing failures.
+fn listing(name: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> NotReused {
+    move |source| NotReused::Listing {
+        name: name.to_string(),
+        source,
+    }
+}
 
 /// What the published tree offers this run.
 pub(super) struct Reuse {
@@ -138,7 +204,7 @@ pub(super) async fn reuse(
     if cold.is_empty()
         && let Err(why) = exact_tree(out, &payload, entries, &images, &bytes, options)
     {
-        cold.push(why);
+        cold.push(why.to_string());
     }
     drop(publisher);
     Reuse {
@@ -156,24 +222,21 @@ fn held(
     image: IndexImage,
     planner: &Planner,
     options: &ExtractOptions,
-) -> Result<PulledImage, String> {
+) -> Result<PulledImage, NotReused> {
     if image.volume != entry.volume {
-        return Err("index.json records another volume".into());
+        return Err(NotReused::OtherVolume);
     }
     if let Some(digest) = &entry.reference.digest {
         if image.index_digest.as_ref().unwrap_or(&image.digest) != digest {
-            return Err("index.json records another digest".into());
+            return Err(NotReused::OtherDigest);
         }
-        let sources = planner.plan(&entry.reference).map_err(|e| e.to_string())?;
+        let sources = planner.plan(&entry.reference)?;
         let allowed = sources
             .iter()
             .filter(|p| p.pull.blocked.is_none())
             .any(|p| format!("{}@{digest}", p.source) == image.source);
         if !allowed {
-            return Err(format!(
-                "the recorded source {} is not one of its pull sources",
-                image.source
-            ));
+            return Err(NotReused::SourceNotPlanned(image.source));
         }
     }
     let (profiles, files) = read_volume(&payload.join(&entry.volume), &image, options)?;
@@ -202,13 +265,13 @@ fn read_volume(
     volume: &Path,
     image: &IndexImage,
     options: &ExtractOptions,
-) -> Result<(Vec<Profile>, Files), String> {
+) -> Result<(Vec<Profile>, Files), NotReused> {
     let mut expected_dirs = BTreeSet::new();
     let mut expected_files = BTreeSet::new();
     for profile in &image.profiles {
         let name = &profile.profile;
         if matches!(name.as_str(), "" | "." | "..") || name.contains(['/', '\0']) {
-            return Err(format!("profile name {name:?}"));
+            return Err(NotReused::ProfileName(name.clone()));
         }
         let dir = format!("{}/{name}", layers::SUBTREE);
         expected_files.insert(format!("{dir}/{}", profiles::METADATA));
@@ -218,7 +281,7 @@ fn read_volume(
     }
     let (dirs, files) = walk(volume)?;
     if dirs != expected_dirs || files != expected_files {
-        return Err("its volume holds other files or directories than its profiles".into());
+        return Err(NotReused::OtherFiles);
     }
     let mut profiles = Vec::with_capacity(image.profiles.len());
     let mut read_back = Vec::with_capacity(2 * image.profiles.len());
@@ -228,17 +291,19 @@ fn read_volume(
         let dir = volume.join(layers::SUBTREE).join(name);
         let read = |file: &str| {
             let path = dir.join(file);
-            let bytes = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(source) => return Err(NotReused::Read { path, source }),
+            };
             if bytes.len() as u64 > options.limits.max_file_size {
-                return Err(format!("{} is over --max-file-size", path.display()));
+                return Err(NotReused::OverFileSize(path));
             }
             Ok(bytes)
         };
         let metadata = read(profiles::METADATA)?;
         let manifests = read(profiles::MANIFESTS)?;
         total += (metadata.len() + manifests.len()) as u64;
-        let described =
-            profiles::describe(name, &metadata, &manifests).map_err(|e| e.to_string())?;
+        let described = profiles::describe(name, &metadata, &manifests)?;
         let on_disk = BTreeMap::from([
             (profiles::METADATA, described.metadata_sha256.as_str()),
             (profiles::MANIFESTS, described.content_id.as_str()),
@@ -249,16 +314,14 @@ fn read_volume(
             .map(|(file, sum)| (file.as_str(), sum.as_str()))
             .collect();
         if on_disk != recorded {
-            return Err(format!(
-                "the files of profile {name} do not have the sha256 index.json records"
-            ));
+            return Err(NotReused::OtherSha256(name.clone()));
         }
         profiles.push(described);
         read_back.push((format!("{name}/{}", profiles::METADATA), metadata));
         read_back.push((format!("{name}/{}", profiles::MANIFESTS), manifests));
     }
     if total > options.limits.max_image_size {
-        return Err("its files are over --max-image-size".into());
+        return Err(NotReused::OverImageSize);
     }
     // As discover() orders them; comparing index.json byte for byte then checks the recorded order.
     profiles.sort_by(|a, b| a.name.cmp(&b.name));
@@ -267,20 +330,20 @@ fn read_volume(
 
 /// Directories and regular files under `root` (relative, '/'-separated), requiring the modes the
 /// publisher sets and nothing but directories and regular files.
-fn walk(root: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
-    let meta = fs::symlink_metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+fn walk(root: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), NotReused> {
+    let meta = fs::symlink_metadata(root).map_err(listing(root.display()))?;
     if !meta.is_dir() || meta.permissions().mode() & 0o7777 != 0o755 {
-        return Err("its volume is not a 0755 directory".into());
+        return Err(NotReused::VolumeMode);
     }
     let mut dirs = BTreeSet::new();
     let mut files = BTreeSet::new();
     let mut pending: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = pending.pop() {
-        let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entries = fs::read_dir(&dir).map_err(listing(dir.display()))?;
         for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let entry = entry.map_err(listing(dir.display()))?;
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                return Err("its volume holds a name that is not UTF-8".into());
+                return Err(NotReused::NotUtf8);
             };
             let rel = if prefix.is_empty() {
                 name
@@ -288,7 +351,7 @@ fn walk(root: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
                 format!("{prefix}/{name}")
             };
             let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(|e| format!("{rel}: {e}"))?;
+            let meta = fs::symlink_metadata(&path).map_err(listing(&rel))?;
             let mode = meta.permissions().mode() & 0o7777;
             if meta.is_dir() && mode == 0o755 {
                 dirs.insert(rel.clone());
@@ -296,7 +359,7 @@ fn walk(root: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
             } else if meta.is_file() && mode == 0o644 {
                 files.insert(rel);
             } else {
-                return Err(format!("{rel} is not a 0755 directory or a 0644 file"));
+                return Err(NotReused::EntryMode(rel));
             }
         }
     }
@@ -310,8 +373,8 @@ async fn check_tag(
     planner: &Planner,
     entry: &ImageEntry,
     held: &PulledImage,
-) -> Result<(), String> {
-    let sources = planner.plan(&entry.reference).map_err(|e| e.to_string())?;
+) -> Result<(), NotReused> {
+    let sources = planner.plan(&entry.reference)?;
     let recorded = held.index_digest.as_ref().unwrap_or(&held.digest);
     for planned in sources.iter().filter(|p| p.pull.blocked.is_none()) {
         match client
@@ -321,22 +384,25 @@ async fn check_tag(
             Ok(fetched) if &fetched.digest == recorded => {
                 let source = format!("{}@{}", planned.source, fetched.digest);
                 if source != held.source {
-                    return Err(format!("now served by {source}, recorded {}", held.source));
+                    return Err(NotReused::OtherSource {
+                        now: source,
+                        recorded: held.source.clone(),
+                    });
                 }
                 return Ok(());
             }
             Ok(fetched) => {
-                return Err(format!(
-                    "the tag now points at {}, recorded {recorded}",
-                    fetched.digest
-                ));
+                return Err(NotReused::TagMoved {
+                    now: fetched.digest.to_string(),
+                    recorded: recorded.to_string(),
+                });
             }
             Err(error) => {
                 tracing::debug!(image = %entry.reference_text, source = %planned.display(), error = %crate::error::error_chain(&error), "checking the tag: source did not answer");
             }
         }
     }
-    Err("no pull source answered for the tag".into())
+    Err(NotReused::NoSourceAnswered)
 }
 
 /// The tree is exactly what this run would publish: visible links through `..data`, nothing else in the
@@ -348,30 +414,28 @@ fn exact_tree(
     images: &BTreeMap<String, PulledImage>,
     published: &[u8],
     options: &ExtractOptions,
-) -> Result<(), String> {
+) -> Result<(), NotReused> {
     let mut names: BTreeSet<String> = BTreeSet::from(["index.json".to_string()]);
     names.extend(entries.iter().map(|entry| entry.volume.clone()));
     if !names.iter().all(|name| publish::is_visible_link(out, name)) {
-        return Err("a visible entry does not link into ..data".into());
+        return Err(NotReused::VisibleLink);
     }
     let mut present = BTreeSet::new();
-    let listing = fs::read_dir(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
-    for entry in listing {
-        let entry = entry.map_err(|e| format!("{}: {e}", payload.display()))?;
+    for entry in fs::read_dir(payload).map_err(listing(payload.display()))? {
+        let entry = entry.map_err(listing(payload.display()))?;
         present.insert(entry.file_name().to_string_lossy().into_owned());
     }
     if present != names {
-        return Err("the payload holds other entries than index.json and the volumes".into());
+        return Err(NotReused::OtherEntries);
     }
     let described: Vec<Described<'_>> = entries
         .iter()
         .filter_map(|entry| images.get(&entry.reference_text))
         .map(PulledImage::described)
         .collect();
-    let rebuilt =
-        index_json(&described, &options.platform).map_err(|e| format!("index.json: {e}"))?;
+    let rebuilt = index_json(&described, &options.platform).map_err(NotReused::Index)?;
     if rebuilt != published {
-        return Err("index.json differs from what this run would write".into());
+        return Err(NotReused::IndexDiffers);
     }
     Ok(())
 }

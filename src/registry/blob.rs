@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
+use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::digest::{Digester, verify};
@@ -66,23 +67,30 @@ impl RegistryClient {
                 tokio::task::spawn_blocking(move || consume(BlobReader::new(receiver)))
             };
             let mut outlet = Outlet { sender, open: true };
-            let downloaded = self.download(source, descriptor, &what, &mut outlet).await;
-            match &downloaded {
-                Ok(_) => outlet.send(Ok(Bytes::new())).await,
-                Err(Download::Failed(error) | Download::Unverified(error)) => {
-                    outlet.send(Err(io::Error::other(error.to_string()))).await
-                }
+            // The consumer's reader fails with the download's own error (shared until the consumer
+            // is done), so its error chain keeps the cause.
+            let failure = match self.download(source, descriptor, &what, &mut outlet).await {
+                Ok(_) => None,
+                Err(Download::Failed(error)) => Some((true, Arc::new(error))),
+                Err(Download::Unverified(error)) => Some((false, Arc::new(error))),
+            };
+            match &failure {
+                None => outlet.send(Ok(Bytes::new())).await,
+                Some((_, error)) => outlet.send(Err(reader_error(error))).await,
             }
             drop(outlet);
             let consumed = consumer
                 .await
                 .map_err(|e| BlobError::Worker(e.to_string()))?;
-            let unverified = match downloaded {
-                Ok(_) => return consumed.map_err(BlobError::Consumer),
-                Err(Download::Failed(error)) => return Err(BlobError::Download(error)),
-                Err(Download::Unverified(error)) => error,
+            let Some((for_good, error)) = failure else {
+                return consumed.map_err(BlobError::Consumer);
             };
-            self.pause_or_give_up(source, &what, &mut restarts, unverified, None)
+            drop(consumed);
+            let error = DownloadFailed::into_inner(error, source, &what);
+            if for_good {
+                return Err(BlobError::Download(error));
+            }
+            self.pause_or_give_up(source, &what, &mut restarts, error, None)
                 .await
                 .map_err(BlobError::Download)?;
             tracing::warn!(registry = %source.registry, blob = %descriptor.digest(), "downloading the blob again from its start");
@@ -131,7 +139,7 @@ impl RegistryClient {
             } else {
                 None
             }
-            .map(|cause| body_error(source, what, cause))
+            .map(|cause| body_error(source, what, cause.to_string()))
             .or_else(|| {
                 header_text(response.headers(), CONTENT_LENGTH)
                     .parse::<u64>()
@@ -235,6 +243,36 @@ impl RegistryClient {
     }
 }
 
+/// A failed download as the consumer's reader reports it: shown as the registry error, which is its
+/// source.
+#[derive(Debug)]
+struct DownloadFailed(Arc<RegistryError>);
+
+impl DownloadFailed {
+    /// The error back from the consumer, which has returned and dropped its reader. Should it have
+    /// kept the reader's error, the download's verdict keeps the text.
+    fn into_inner(error: Arc<RegistryError>, source: &Source, what: &str) -> RegistryError {
+        Arc::try_unwrap(error)
+            .unwrap_or_else(|shared| body_error(source, what, error_chain(&*shared)))
+    }
+}
+
+impl std::fmt::Display for DownloadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DownloadFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+fn reader_error(error: &Arc<RegistryError>) -> io::Error {
+    io::Error::other(DownloadFailed(error.clone()))
+}
+
 /// Where downloaded bytes go: the consumer's channel, while the consumer listens.
 struct Outlet {
     sender: mpsc::Sender<io::Result<Bytes>>,
@@ -250,6 +288,15 @@ impl Outlet {
     }
 }
 
+/// Why a 206 does not answer a resume.
+#[derive(Debug, Error)]
+enum ResumeRangeError {
+    #[error("206 ({0:?}) to a request for the whole blob")]
+    Unasked(String),
+    #[error("Content-Range {value:?} does not answer a resume from byte {from} of {size}")]
+    Wrong { value: String, from: u64, size: u64 },
+}
+
 /// A 206 must answer a Range request with `Content-Range: bytes FROM-LAST/TOTAL`, starting where the
 /// download stopped and running to the blob's end (TOTAL may be `*`).
 fn check_content_range(
@@ -257,10 +304,10 @@ fn check_content_range(
     ranged: bool,
     from: u64,
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), ResumeRangeError> {
     let value = header_text(headers, CONTENT_RANGE);
     if !ranged {
-        return Err(format!("206 ({value:?}) to a request for the whole blob"));
+        return Err(ResumeRangeError::Unasked(value));
     }
     let parsed = value.strip_prefix("bytes ").and_then(|rest| {
         let (range, total) = rest.split_once('/')?;
@@ -275,9 +322,7 @@ fn check_content_range(
         {
             Ok(())
         }
-        _ => Err(format!(
-            "Content-Range {value:?} does not answer a resume from byte {from} of {size}"
-        )),
+        _ => Err(ResumeRangeError::Wrong { value, from, size }),
     }
 }
 
@@ -376,6 +421,32 @@ mod tests {
         let err = reader.read_to_end(&mut out).unwrap_err();
         assert_eq!(out, b"abc");
         assert!(err.to_string().contains("digest mismatch"));
+    }
+
+    /// Issue 14 (typed causes): the consumer's reader fails with the download's own error as the
+    /// source of its `io::Error`, not with its text, so the consumer's error chain keeps the cause.
+    #[test]
+    fn the_consumer_reads_the_download_error_itself() {
+        let error = Arc::new(RegistryError::SizeMismatch {
+            registry: "mirror.test".into(),
+            what: "blob sha256:ab".into(),
+            expected: 3,
+            actual: 4,
+        });
+        let (sender, receiver) = mpsc::channel(4);
+        sender.try_send(Err(reader_error(&error))).unwrap();
+        drop(sender);
+        let read = BlobReader::new(receiver).read_to_end(&mut Vec::new());
+        let read_error = read.unwrap_err();
+        assert_eq!(read_error.to_string(), error.to_string());
+        let cause = read_error
+            .get_ref()
+            .and_then(|inner| inner.source())
+            .and_then(|cause| cause.downcast_ref::<RegistryError>());
+        assert!(
+            matches!(cause, Some(RegistryError::SizeMismatch { actual: 4, .. })),
+            "{read_error:?}"
+        );
     }
 
     #[test]

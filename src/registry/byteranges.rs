@@ -5,6 +5,38 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use thiserror::Error;
+
+/// Why an answer to a `Range` request is not the ranges asked.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub(super) enum ByteRangesError {
+    #[error("Content-Range {0:?}")]
+    BadContentRange(String),
+    #[error("answered bytes {first}-{last}/{}, not asked", complete.map_or("*".into(), |c| c.to_string()))]
+    NotAsked {
+        first: u64,
+        last: u64,
+        complete: Option<u64>,
+    },
+    #[error("{got} bytes for a range of {length}")]
+    WrongLength { got: usize, length: u64 },
+    #[error("a range asked is missing")]
+    Missing,
+    #[error("no multipart boundary in the body")]
+    NoBoundary,
+    #[error("malformed multipart delimiter")]
+    BadDelimiter,
+    #[error("unterminated part headers")]
+    UnterminatedHeaders,
+    #[error("part headers are not text")]
+    HeadersNotText,
+    #[error("a part has no Content-Range")]
+    NoContentRange,
+    #[error("bad Content-Range {0:?}")]
+    BadPartContentRange(String),
+    #[error("{MISFRAMED}")]
+    Misframed,
+}
 
 /// `first-last,first-last…` for the `Range` header (half-open ranges in, inclusive ranges out).
 pub(super) fn spec(ranges: &[Range<u64>]) -> String {
@@ -24,12 +56,12 @@ pub(super) fn answer(
     content_type: &str,
     range_header: &str,
     body: Bytes,
-) -> Result<Vec<Bytes>, String> {
+) -> Result<Vec<Bytes>, ByteRangesError> {
     let parts = match boundary(content_type) {
         Some(boundary) => parts(&body, &boundary)?,
         None => {
             let range = content_range(range_header)
-                .ok_or_else(|| format!("Content-Range {range_header:?}"))?;
+                .ok_or_else(|| ByteRangesError::BadContentRange(range_header.to_string()))?;
             vec![(range, body)]
         }
     };
@@ -40,25 +72,23 @@ pub(super) fn answer(
             .position(|r| r.start == range.first && r.end == range.last + 1)
             .filter(|_| range.complete.is_none_or(|complete| complete == size));
         let Some(index) = asked else {
-            return Err(format!(
-                "answered bytes {}-{}/{}, not asked",
-                range.first,
-                range.last,
-                range.complete.map_or("*".into(), |c| c.to_string())
-            ));
+            return Err(ByteRangesError::NotAsked {
+                first: range.first,
+                last: range.last,
+                complete: range.complete,
+            });
         };
         if data.len() as u64 != range.len() {
-            return Err(format!(
-                "{} bytes for a range of {}",
-                data.len(),
-                range.len()
-            ));
+            return Err(ByteRangesError::WrongLength {
+                got: data.len(),
+                length: range.len(),
+            });
         }
         found[index] = Some(data);
     }
     found
         .into_iter()
-        .map(|part| part.ok_or_else(|| "a range asked is missing".to_owned()))
+        .map(|part| part.ok_or(ByteRangesError::Missing))
         .collect()
 }
 
@@ -120,12 +150,15 @@ pub(super) fn boundary(content_type: &str) -> Option<String> {
 }
 
 /// The parts of a `multipart/byteranges` body, in the order they come.
-pub(super) fn parts(body: &Bytes, boundary: &str) -> Result<Vec<(ContentRange, Bytes)>, String> {
+pub(super) fn parts(
+    body: &Bytes,
+    boundary: &str,
+) -> Result<Vec<(ContentRange, Bytes)>, ByteRangesError> {
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
     let mut at = find(body, delimiter, 0)
         .filter(|&start| start == 0 || body[..start].ends_with(b"\r\n"))
-        .ok_or("no multipart boundary in the body")?
+        .ok_or(ByteRangesError::NoBoundary)?
         + delimiter.len();
     let mut parts = Vec::new();
     loop {
@@ -137,29 +170,31 @@ pub(super) fn parts(body: &Bytes, boundary: &str) -> Result<Vec<(ContentRange, B
             at += 1;
         }
         if !body[at..].starts_with(b"\r\n") {
-            return Err("malformed multipart delimiter".into());
+            return Err(ByteRangesError::BadDelimiter);
         }
         at += 2;
-        let headers_end = find(body, b"\r\n\r\n", at).ok_or("unterminated part headers")?;
-        let headers =
-            std::str::from_utf8(&body[at..headers_end]).map_err(|_| "part headers are not text")?;
+        let headers_end =
+            find(body, b"\r\n\r\n", at).ok_or(ByteRangesError::UnterminatedHeaders)?;
+        let headers = std::str::from_utf8(&body[at..headers_end])
+            .map_err(|_| ByteRangesError::HeadersNotText)?;
         let range = headers
             .split("\r\n")
             .filter_map(|line| line.split_once(':'))
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-range"))
             .map(|(_, value)| value)
-            .ok_or("a part has no Content-Range")?;
-        let range = content_range(range).ok_or_else(|| format!("bad Content-Range {range:?}"))?;
+            .ok_or(ByteRangesError::NoContentRange)?;
+        let range = content_range(range)
+            .ok_or_else(|| ByteRangesError::BadPartContentRange(range.to_string()))?;
         let start = headers_end + 4;
         let end = usize::try_from(range.len())
             .ok()
             .and_then(|len| start.checked_add(len))
             .filter(|&end| end <= body.len())
-            .ok_or(MISFRAMED)?;
+            .ok_or(ByteRangesError::Misframed)?;
         parts.push((range, body.slice(start..end)));
         at = end;
         if !body[at..].starts_with(b"\r\n") || !body[at + 2..].starts_with(delimiter) {
-            return Err(MISFRAMED.into());
+            return Err(ByteRangesError::Misframed);
         }
         at += 2 + delimiter.len();
     }
@@ -284,7 +319,9 @@ mod tests {
                 "Content-Range",
             ),
         ] {
-            let error = answer(ranges, size, content_type, header, body).unwrap_err();
+            let error = answer(ranges, size, content_type, header, body)
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(why), "{error}");
         }
     }
@@ -337,7 +374,7 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let error = parts(&body, "B").unwrap_err();
+            let error = parts(&body, "B").unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         }
     }

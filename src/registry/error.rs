@@ -1,5 +1,7 @@
 //! The registry client's errors, and the registry's own OCI error body as shown in them.
 
+use std::fmt;
+
 use http::StatusCode;
 use serde::Deserialize;
 use thiserror::Error;
@@ -14,12 +16,15 @@ pub(crate) enum RegistryError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("{registry} answered {status} for {what}{detail}")]
+    #[error("{registry} answered {status} for {what}{errors}{}", credentials_note(.credentials, .registry))]
     Status {
         registry: String,
         what: String,
         status: StatusCode,
-        detail: String,
+        /// The registry's OCI error body; empty when the body is not one.
+        errors: OciErrors,
+        /// For a 401: what the pull secret holds for this registry.
+        credentials: Option<Credentials>,
     },
     #[error("{what} from {registry}: {cause}")]
     Body {
@@ -66,34 +71,61 @@ pub(crate) enum RegistryError {
     },
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<ErrorEntry>,
+/// What the pull secret holds for a registry that answered 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credentials {
+    /// It has credentials, and the registry refused them.
+    Refused,
+    /// It has none for the registry.
+    Missing,
 }
 
-#[derive(Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
+fn credentials_note(credentials: &Option<Credentials>, registry: &str) -> String {
+    match credentials {
+        None => String::new(),
+        Some(Credentials::Refused) => " (the pull secret's credentials were refused)".to_string(),
+        Some(Credentials::Missing) => {
+            format!(" (no credentials for {registry} in the pull secret)")
+        }
+    }
 }
 
-/// `: CODE: message` from an OCI error body, or nothing.
-pub(super) fn describe_error_body(body: &[u8]) -> String {
-    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
-        return String::new();
-    };
-    let parts: Vec<String> = parsed
-        .errors
-        .iter()
-        .map(|e| format!("{}: {}", e.code, e.message))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", parts.join("; "))
+/// The entries of an OCI error body (`{"errors": [{"code", "message", "detail"}]}`), kept as the
+/// registry sent them; shown as `: CODE: message; CODE: message`, or as nothing when there are none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct OciErrors {
+    #[serde(default)]
+    errors: Vec<OciErrorEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct OciErrorEntry {
+    #[serde(default)]
+    pub(crate) code: String,
+    #[serde(default)]
+    pub(crate) message: String,
+}
+
+impl OciErrors {
+    /// The entries of `body`; none when it is not an OCI error body.
+    pub(super) fn parse(body: &[u8]) -> OciErrors {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The entries, in the registry's order.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> &[OciErrorEntry] {
+        &self.errors
+    }
+}
+
+impl fmt::Display for OciErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, entry) in self.errors.iter().enumerate() {
+            let separator = if i == 0 { ": " } else { "; " };
+            write!(f, "{separator}{}: {}", entry.code, entry.message)?;
+        }
+        Ok(())
     }
 }
 
@@ -106,9 +138,34 @@ mod tests {
         let body =
             br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(
-            describe_error_body(body),
+            OciErrors::parse(body).to_string(),
             ": MANIFEST_UNKNOWN: manifest unknown"
         );
-        assert_eq!(describe_error_body(b"oops"), "");
+        assert_eq!(OciErrors::parse(b"oops").to_string(), "");
+    }
+
+    /// Issue 14 (typed causes): a registry's error body stays code and message inside
+    /// `RegistryError::Status` until the error is shown, so a caller can tell MANIFEST_UNKNOWN from
+    /// DENIED without reading text.
+    #[test]
+    fn a_status_error_keeps_the_registrys_error_codes() {
+        let body = br#"{"errors":[{"code":"DENIED","message":"no"},{"code":"UNAUTHORIZED","message":"auth"}]}"#;
+        let error = RegistryError::Status {
+            registry: "mirror.test".into(),
+            what: "manifest a/b:v1".into(),
+            status: StatusCode::UNAUTHORIZED,
+            errors: OciErrors::parse(body),
+            credentials: Some(Credentials::Missing),
+        };
+        let RegistryError::Status { errors, .. } = &error else {
+            unreachable!()
+        };
+        let codes: Vec<&str> = errors.entries().iter().map(|e| e.code.as_str()).collect();
+        assert_eq!(codes, ["DENIED", "UNAUTHORIZED"]);
+        assert_eq!(
+            error.to_string(),
+            "mirror.test answered 401 Unauthorized for manifest a/b:v1: DENIED: no; UNAUTHORIZED: \
+             auth (no credentials for mirror.test in the pull secret)"
+        );
     }
 }

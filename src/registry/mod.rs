@@ -52,7 +52,7 @@ pub(crate) use error::RegistryError;
 pub use oci::*;
 
 use digest::{Digester, verify};
-use error::describe_error_body;
+use error::{Credentials, OciErrors};
 
 /// The registry client: one per run, shared by every image.
 pub(crate) struct RegistryClient {
@@ -245,25 +245,22 @@ impl RegistryClient {
         let body = read_capped(response.into_body(), 64 << 10, Some(self.retry.idle))
             .await
             .unwrap_or_default();
-        let mut detail = describe_error_body(&body);
-        if status == StatusCode::UNAUTHORIZED {
+        let credentials = (status == StatusCode::UNAUTHORIZED).then(|| {
             if self
                 .auth
                 .has_credentials(&source.registry, &source.repository)
             {
-                detail.push_str(" (the pull secret's credentials were refused)");
+                Credentials::Refused
             } else {
-                detail.push_str(&format!(
-                    " (no credentials for {} in the pull secret)",
-                    source.registry
-                ));
+                Credentials::Missing
             }
-        }
+        });
         RegistryError::Status {
             registry: source.registry.clone(),
             what: what.to_string(),
             status,
-            detail,
+            errors: OciErrors::parse(&body),
+            credentials,
         }
     }
 
@@ -482,7 +479,7 @@ impl RegistryClient {
                         &content_range,
                         body,
                     )
-                    .map_err(refused);
+                    .map_err(|e| refused(e.to_string()));
                 }
             };
             self.pause_or_give_up(source, &what, &mut attempts, failure, None)
@@ -511,11 +508,9 @@ fn transport_transient(error: &TransportError) -> bool {
         // A proxy that cannot be reached, or that could not reach the registry (CONNECT answered
         // 408, 429 or 5xx), fails like the network; 407 and broken answers do not pass on retry.
         TransportError::Proxy(ProxyError::Unreachable { .. }) => true,
-        TransportError::Proxy(ProxyError::ConnectRefused { status, .. }) => status
-            .get(..3)
-            .and_then(|code| code.parse().ok())
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .is_some_and(retry::retryable_status),
+        TransportError::Proxy(ProxyError::ConnectRefused { status, .. }) => {
+            retry::retryable_status(*status)
+        }
         _ => false,
     }
 }
@@ -552,11 +547,12 @@ mod tests {
             cause: "x".into(),
             transient,
         };
-        let refused = |status: &str| {
+        let refused = |code: u16| {
             TransportError::Proxy(ProxyError::ConnectRefused {
                 target: "r:443".into(),
                 proxy: "p:3128".into(),
-                status: status.into(),
+                status: StatusCode::from_u16(code).unwrap(),
+                reason: String::new(),
             })
         };
         for (error, expected) in [
@@ -576,10 +572,10 @@ mod tests {
                 }),
                 true,
             ),
-            (refused("503 Service Unavailable"), true),
-            (refused("502 Bad Gateway"), true),
-            (refused("407 Proxy Authentication Required"), false),
-            (refused("403 Forbidden"), false),
+            (refused(503), true),
+            (refused(502), true),
+            (refused(407), false),
+            (refused(403), false),
             (TransportError::BadUrl("x".into()), false),
         ] {
             let shown = error.to_string();

@@ -252,7 +252,7 @@ impl Transport {
                     Err(ProxyError::Refused {
                         target: authority,
                         proxy: proxy.authority(),
-                        status: response.status().to_string(),
+                        status: response.status(),
                     }
                     .into())
                 }

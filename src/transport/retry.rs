@@ -32,9 +32,36 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
+use thiserror::Error;
+
+use crate::time::DurationError;
 
 /// The hidden variable that overrides the retry timings (for tests).
 pub(crate) const ENV: &str = "PROVIDER_IMAGES_RETRY";
+
+/// A retry setting [`RetryPolicy::parse`] cannot read.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub(crate) enum RetrySpecError {
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("tries={0:?} is not a number ≥ 1")]
+    Tries(String),
+    #[error("unknown setting {0:?}")]
+    UnknownSetting(String),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+}
+
+/// `PROVIDER_IMAGES_RETRY` holds what [`RetryPolicy::parse`] refuses (exit 2, as a bad flag).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{ENV}: {0}")]
+pub(crate) struct RetryEnvError(#[source] RetrySpecError);
+
+impl crate::error::ExitStatus for RetryEnvError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
+}
 
 /// How often and how patiently requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,21 +100,21 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The defaults, with what `PROVIDER_IMAGES_RETRY` sets.
-    pub(crate) fn from_env() -> Result<RetryPolicy, String> {
+    pub(crate) fn from_env() -> Result<RetryPolicy, RetryEnvError> {
         match std::env::var(ENV) {
-            Ok(spec) => RetryPolicy::parse(&spec).map_err(|e| format!("{ENV}: {e}")),
+            Ok(spec) => RetryPolicy::parse(&spec).map_err(RetryEnvError),
             Err(_) => Ok(RetryPolicy::default()),
         }
     }
 
     /// `key=value` pairs separated by commas: `tries`, `base`, `max`, `retry-after-max`, `idle`,
     /// `headers` (durations as for `--timeout`, e.g. `5ms`, `2s`).
-    pub(crate) fn parse(spec: &str) -> Result<RetryPolicy, String> {
+    pub(crate) fn parse(spec: &str) -> Result<RetryPolicy, RetrySpecError> {
         let mut policy = RetryPolicy::default();
         for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+                .ok_or_else(|| RetrySpecError::NotKeyValue(pair.to_string()))?;
             let duration = || crate::time::parse_duration(value);
             match key.trim() {
                 "tries" => {
@@ -95,14 +122,14 @@ impl RetryPolicy {
                         .parse()
                         .ok()
                         .filter(|&n| n >= 1)
-                        .ok_or_else(|| format!("tries={value:?} is not a number ≥ 1"))?
+                        .ok_or_else(|| RetrySpecError::Tries(value.to_string()))?
                 }
                 "base" => policy.base = duration()?,
                 "max" => policy.max = duration()?,
                 "retry-after-max" => policy.retry_after_max = duration()?,
                 "idle" => policy.idle = duration()?,
                 "headers" => policy.headers = duration()?,
-                other => return Err(format!("unknown setting {other:?}")),
+                other => return Err(RetrySpecError::UnknownSetting(other.to_string())),
             }
         }
         Ok(policy)

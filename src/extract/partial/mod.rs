@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use thiserror::Error;
 
 use crate::layers::{self, Contribution, EntryKind, Limits, ListedEntry};
 use crate::plan::Source;
@@ -400,17 +401,32 @@ fn verify(data: &[u8], expected: &str, name: &str) -> Result<(), Fallback> {
     Ok(())
 }
 
+/// Why a chunk does not decompress to its data.
+#[derive(Debug, Error)]
+enum ChunkError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("it ends before byte {0}, where the data starts")]
+    EndsBeforeData(u64),
+    #[error("{got} bytes where {size} were expected")]
+    Short { got: u64, size: u64 },
+    #[error("more than the {0} bytes expected")]
+    Long(u64),
+}
+
 /// `size` bytes at `skip` in the decompressed `compressed`, which must hold that many.
-fn decompress(codec: Codec, compressed: Bytes, skip: u64, size: u64) -> Result<Vec<u8>, String> {
+fn decompress(
+    codec: Codec,
+    compressed: Bytes,
+    skip: u64,
+    size: u64,
+) -> Result<Vec<u8>, ChunkError> {
     use std::io::Read;
     let reader: Box<dyn Read> = match codec {
         Codec::Zstd => {
             let mut decoder =
-                zstd::stream::read::Decoder::with_buffer(std::io::Cursor::new(compressed))
-                    .map_err(|e| e.to_string())?;
-            decoder
-                .window_log_max(ZSTD_WINDOW_LOG_MAX)
-                .map_err(|e| e.to_string())?;
+                zstd::stream::read::Decoder::with_buffer(std::io::Cursor::new(compressed))?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
             Box::new(decoder)
         }
         Codec::Gzip => Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(
@@ -418,20 +434,19 @@ fn decompress(codec: Codec, compressed: Bytes, skip: u64, size: u64) -> Result<V
         ))),
     };
     let mut reader = reader.take(skip.saturating_add(size).saturating_add(1));
-    let skipped = std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
-        .map_err(|e| e.to_string())?;
+    let skipped = std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())?;
     let mut piece = Vec::with_capacity(size.min(1 << 20) as usize);
-    reader.read_to_end(&mut piece).map_err(|e| e.to_string())?;
+    reader.read_to_end(&mut piece)?;
     if skipped < skip {
-        return Err(format!("it ends before byte {skip}, where the data starts"));
+        return Err(ChunkError::EndsBeforeData(skip));
     }
     let got = piece.len() as u64;
     if got < size {
-        return Err(format!("{got} bytes where {size} were expected"));
+        return Err(ChunkError::Short { got, size });
     }
     // A zstd file's frames hold exactly its data; a gzip member may hold more after it.
     if got > size && matches!(codec, Codec::Zstd) {
-        return Err(format!("more than the {size} bytes expected"));
+        return Err(ChunkError::Long(size));
     }
     piece.truncate(size as usize);
     Ok(piece)
@@ -552,11 +567,13 @@ mod tests {
         assert!(
             decompress(Codec::Zstd, zstd.clone(), 0, 10)
                 .unwrap_err()
+                .to_string()
                 .contains("more than")
         );
         assert!(
             decompress(Codec::Zstd, zstd.clone(), 0, 12)
                 .unwrap_err()
+                .to_string()
                 .contains("11 bytes where 12")
         );
         assert!(decompress(Codec::Zstd, zstd.slice(..zstd.len() - 2), 0, 11).is_err());
@@ -572,11 +589,13 @@ mod tests {
         assert!(
             decompress(Codec::Gzip, gzip.clone(), 20, 1)
                 .unwrap_err()
+                .to_string()
                 .contains("ends before byte 20")
         );
         assert!(
             decompress(Codec::Gzip, gzip, 12, 5)
                 .unwrap_err()
+                .to_string()
                 .contains("4 bytes where 5")
         );
     }

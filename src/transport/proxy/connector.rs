@@ -48,18 +48,20 @@ pub(crate) enum ProxyError {
     #[error("TLS to proxy {proxy}: {cause}")]
     Tls { proxy: String, cause: String },
     /// The proxy answered CONNECT with something other than 2xx.
-    #[error("CONNECT to {target} via proxy {proxy}: {status}")]
+    #[error("CONNECT to {target} via proxy {proxy}: {}", shown_status(.status, .reason))]
     ConnectRefused {
         target: String,
         proxy: String,
-        status: String,
+        status: StatusCode,
+        /// The proxy's reason phrase: shown for a status HTTP gives no name.
+        reason: String,
     },
     /// The proxy answered a plain-http request with 407.
     #[error("request to {target} via proxy {proxy}: {status}")]
     Refused {
         target: String,
         proxy: String,
-        status: String,
+        status: StatusCode,
     },
     #[error("CONNECT to {target} via proxy {proxy}: {cause}")]
     BadAnswer {
@@ -67,6 +69,16 @@ pub(crate) enum ProxyError {
         proxy: String,
         cause: String,
     },
+}
+
+/// `503 Service Unavailable`: HTTP's name for the status, else the proxy's own reason phrase.
+fn shown_status(status: &StatusCode, reason: &str) -> String {
+    match status.canonical_reason() {
+        Some(_) => status.to_string(),
+        None => format!("{} {reason}", status.as_str())
+            .trim_end()
+            .to_string(),
+    }
 }
 
 impl ProxyError {
@@ -258,19 +270,17 @@ async fn connect_tunnel(
         .unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
     let (version, code, reason) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
-    let code = match (version, code.and_then(|c| c.parse::<u16>().ok())) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => code,
+    // Three digits, as HTTP writes a status: anything else is not an answer to act on.
+    let status = match (version, code.map(|c| StatusCode::from_bytes(c.as_bytes()))) {
+        (Some(v), Some(Ok(status))) if v.starts_with("HTTP/1.") => status,
         _ => return Err(bad(format!("not an HTTP answer: {status_line:?}"))),
     };
-    if !(200..300).contains(&code) {
-        let status = match StatusCode::from_u16(code) {
-            Ok(status) if status.canonical_reason().is_some() => status.to_string(),
-            _ => format!("{code} {reason}").trim_end().to_string(),
-        };
+    if !status.is_success() {
         return Err(ProxyError::ConnectRefused {
             target: target.to_string(),
             proxy: proxy.authority(),
             status,
+            reason: reason.to_string(),
         });
     }
     // Nothing may follow a 2xx answer before the target speaks: TLS has not started yet.
@@ -412,5 +422,59 @@ mod tests {
         let wrapped = Wrapper(Box::new(inner.clone()));
         assert_eq!(ProxyError::find(&wrapped), Some(&inner));
         assert_eq!(ProxyError::find(&io::Error::other("x")), None);
+    }
+
+    /// The proxy's answer to CONNECT, as `connect_tunnel` reads it from a one-shot listener.
+    async fn tunnel_answer(answer: &'static [u8]) -> Result<(), ProxyError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await.unwrap();
+            stream.write_all(answer).await.unwrap();
+        });
+        let proxy = ProxyUrl::parse(&format!("http://{address}"), "test").unwrap();
+        let mut io = ProxyIo::Plain(TcpStream::connect(address).await.unwrap());
+        let result = connect_tunnel(&mut io, "registry.test:443", &proxy).await;
+        server.await.unwrap();
+        result
+    }
+
+    /// retry.rs's table (and README's Proxies): a CONNECT answered 408, 429 or 5xx is retried. The
+    /// status travels as a `StatusCode`, so a code that is not three digits is a broken answer, not
+    /// the 5xx its first digits spell.
+    #[tokio::test]
+    async fn connect_statuses_are_read_as_http_status_codes() {
+        let refused = tunnel_answer(b"HTTP/1.1 503 Busy\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, ProxyError::ConnectRefused { .. }),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().ends_with(": 503 Service Unavailable"),
+            "{refused}"
+        );
+        let custom = tunnel_answer(b"HTTP/1.1 599 Custom Reason\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert!(
+            custom.to_string().ends_with(": 599 Custom Reason"),
+            "{custom}"
+        );
+        for bogus in [
+            &b"HTTP/1.1 5031 Busy\r\n\r\n"[..],
+            b"HTTP/1.1 +503 Busy\r\n\r\n",
+            b"HTTP/1.1 0503 Busy\r\n\r\n",
+        ] {
+            let error = tunnel_answer(bogus).await.unwrap_err();
+            assert!(
+                matches!(&error, ProxyError::BadAnswer { .. }),
+                "{}: {error:?}",
+                String::from_utf8_lossy(bogus)
+            );
+        }
     }
 }

@@ -38,6 +38,13 @@ pub enum ProxyConfigError {
     UnsupportedScheme { origin: String, scheme: String },
 }
 
+/// A proxy the flags, the environment or the cluster names that cannot be used: exit 2, as a bad flag.
+impl crate::error::ExitStatus for ProxyConfigError {
+    fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxyScheme {
     Http,
