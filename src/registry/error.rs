@@ -7,6 +7,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::auth::AuthError;
+use super::oci::ManifestError;
 use crate::transport::TransportError;
 use crate::transport::retry::GiveUp;
 
@@ -67,7 +68,8 @@ pub(crate) enum RegistryError {
     BadManifest {
         registry: String,
         what: String,
-        cause: String,
+        #[source]
+        cause: ManifestError,
     },
 }
 

@@ -191,22 +191,42 @@ struct ManifestShape {
     fs_layers: Option<serde_json::Value>,
 }
 
+/// Why a manifest body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a JSON manifest: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("Docker schema 1 manifests are not supported")]
+    Schema1,
+    #[error("unsupported schemaVersion {0:?}")]
+    SchemaVersion(Option<i64>),
+    #[error("document has both layers and manifests")]
+    Ambiguous,
+    #[error("invalid image manifest: {0}")]
+    InvalidImage(#[source] serde_json::Error),
+    #[error("invalid index: {0}")]
+    InvalidIndex(#[source] serde_json::Error),
+    #[error("body does not match media type {0}")]
+    MediaTypeMismatch(String),
+    #[error("unsupported manifest media type {0:?}")]
+    UnsupportedMediaType(String),
+}
+
 /// Parses a manifest body, rejecting schema 1, ambiguous documents and unknown media types.
-pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manifest), String> {
-    let shape: ManifestShape =
-        serde_json::from_slice(body).map_err(|e| format!("not a JSON manifest: {e}"))?;
+pub fn parse_manifest(
+    body: &[u8],
+    content_type: &str,
+) -> Result<(String, Manifest), ManifestError> {
+    let shape: ManifestShape = serde_json::from_slice(body).map_err(ManifestError::NotJson)?;
     let content_type = content_type.split(';').next().unwrap_or("").trim();
     if shape.schema_version == Some(1)
         || shape.fs_layers.is_some()
         || content_type.starts_with(DOCKER_SCHEMA1)
     {
-        return Err("Docker schema 1 manifests are not supported".into());
+        return Err(ManifestError::Schema1);
     }
     if shape.schema_version != Some(2) {
-        return Err(format!(
-            "unsupported schemaVersion {:?}",
-            shape.schema_version
-        ));
+        return Err(ManifestError::SchemaVersion(shape.schema_version));
     }
     let media_type = shape
         .media_type
@@ -216,26 +236,26 @@ pub fn parse_manifest(body: &[u8], content_type: &str) -> Result<(String, Manife
     let is_image = shape.config.is_some() || shape.layers.is_some();
     let is_index = shape.manifests.is_some();
     if is_image && is_index {
-        return Err("document has both layers and manifests".into());
+        return Err(ManifestError::Ambiguous);
     }
     let parsed = match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST if !is_index => decode(body)
             .map(|manifest| Manifest::Image(Box::new(manifest)))
-            .map_err(|e| format!("invalid image manifest: {e}"))?,
+            .map_err(ManifestError::InvalidImage)?,
         OCI_INDEX | DOCKER_MANIFEST_LIST if !is_image => decode(body)
             .map(|index| Manifest::Index(Box::new(index)))
-            .map_err(|e| format!("invalid index: {e}"))?,
+            .map_err(ManifestError::InvalidIndex)?,
         OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_MANIFEST_LIST => {
-            return Err(format!("body does not match media type {media_type}"));
+            return Err(ManifestError::MediaTypeMismatch(media_type));
         }
         // Some registries omit the media type for OCI documents; the structure then decides.
         "" | "application/json" if is_index => decode(body)
             .map(|index| Manifest::Index(Box::new(index)))
-            .map_err(|e| format!("invalid index: {e}"))?,
+            .map_err(ManifestError::InvalidIndex)?,
         "" | "application/json" if is_image => decode(body)
             .map(|manifest| Manifest::Image(Box::new(manifest)))
-            .map_err(|e| format!("invalid image manifest: {e}"))?,
-        other => return Err(format!("unsupported manifest media type {other:?}")),
+            .map_err(ManifestError::InvalidImage)?,
+        other => return Err(ManifestError::UnsupportedMediaType(other.to_string())),
     };
     Ok((media_type, parsed))
 }
@@ -253,6 +273,7 @@ mod tests {
                 "application/vnd.docker.distribution.manifest.v1+prettyjws"
             )
             .unwrap_err()
+            .to_string()
             .contains("schema 1")
         );
         let both = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
@@ -260,11 +281,13 @@ mod tests {
         assert!(
             parse_manifest(both, OCI_MANIFEST)
                 .unwrap_err()
+                .to_string()
                 .contains("both")
         );
         assert!(
             parse_manifest(b"<html>", OCI_MANIFEST)
                 .unwrap_err()
+                .to_string()
                 .contains("not a JSON")
         );
     }
@@ -285,6 +308,7 @@ mod tests {
         assert!(
             parse_manifest(artifact, "")
                 .unwrap_err()
+                .to_string()
                 .contains("unsupported manifest media type")
         );
     }
@@ -321,7 +345,9 @@ mod tests {
         let annotated = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{digest}","size":1}},"layers":[],"annotations":{{"n":1}}}}"#
         );
-        let refused = parse_manifest(annotated.as_bytes(), OCI_MANIFEST).unwrap_err();
+        let refused = parse_manifest(annotated.as_bytes(), OCI_MANIFEST)
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("invalid image manifest"), "{refused}");
     }
 
