@@ -164,9 +164,13 @@ fn accept(
     let annotation = |name: &'static str| attachment.annotations.get(name).map(String::as_bytes);
     let required =
         |name: &'static str| annotation(name).ok_or(SignatureError::MissingAnnotation(name));
-    let signature = STANDARD
-        .decode(required(ANNOTATION_SIGNATURE)?)
-        .map_err(SignatureError::Base64)?;
+    // Go's base64 decoder skips line breaks, and cosign's PKI signatures carry them.
+    let encoded: Vec<u8> = required(ANNOTATION_SIGNATURE)?
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, b'\r' | b'\n'))
+        .collect();
+    let signature = STANDARD.decode(encoded).map_err(SignatureError::Base64)?;
     let payload = &attachment.payload;
 
     let signer: PublicKey = match &requirement.trust {
