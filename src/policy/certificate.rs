@@ -199,6 +199,111 @@ pub fn check_hostname(leaf: &CertificateDer<'_>, hostname: &str) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// containers/image's vectors (read in place, never copied); `None` only outside CI.
+    fn vector(name: &str) -> Option<Vec<u8>> {
+        let dir = std::env::var_os("SIGSTORE_VECTORS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../shared/fixtures/containers-image-sigstore")
+            });
+        match std::fs::read(dir.join(name)) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "sigstore vector {name} missing under CI: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    fn certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+        pem_certificates(pem, "test").unwrap()
+    }
+
+    /// The Fulcio leaf `fulcio-cert` was valid 2022-12-12 18:48:18–18:58:18.
+    const SET_TIME: u64 = 1_670_870_899;
+
+    /// signature-policy §3 step 3 and the vectors' fulcio_cert_test rows: the leaf is checked at
+    /// the SET time (not now), through the chain minus its root, with this issuer and email.
+    #[test]
+    fn fulcio_leaf_rules() {
+        let (Some(leaf_pem), Some(chain), Some(root)) = (
+            vector("fulcio-cert"),
+            vector("fulcio-chain"),
+            vector("fulcio_v1.crt.pem"),
+        ) else {
+            return;
+        };
+        let leaf = leaf(&leaf_pem).unwrap();
+        let roots = certs(&root);
+        let intermediates = chain_intermediates(Some(&chain)).unwrap();
+        assert_eq!(intermediates.len(), 1, "the chain's root is dropped");
+        assert!(verify_chain(&leaf, &roots, &intermediates, SET_TIME).is_ok());
+        for outside in [1_670_870_897, 1_670_871_499] {
+            assert!(verify_chain(&leaf, &roots, &intermediates, outside).is_err());
+        }
+        assert!(verify_chain(&leaf, &roots, &[], SET_TIME).is_err());
+        assert!(verify_chain(&leaf, &certs(&chain), &[], SET_TIME).is_ok());
+
+        assert_eq!(
+            check_fulcio_issuer(&leaf, "https://github.com/login/oauth"),
+            Ok(())
+        );
+        assert!(matches!(
+            check_fulcio_issuer(&leaf, "https://accounts.google.com"),
+            Err(CertificateError::IssuerMismatch { .. })
+        ));
+        assert_eq!(check_email(&leaf, "mitr@redhat.com"), Ok(()));
+        assert!(
+            check_email(&leaf, "MITR@redhat.com").is_err(),
+            "exact, case-sensitive"
+        );
+        // A PKI root has no Fulcio issuer extension.
+        assert_eq!(
+            check_fulcio_issuer(&roots[0], "x"),
+            Err(CertificateError::NoIssuer)
+        );
+    }
+
+    /// signature-policy §3 step 4 and the vectors' pki_cert_test rows: roots + intermediates
+    /// (configured or from the chain), at the time given (expired: rejected), email and
+    /// hostname SANs.
+    #[test]
+    fn pki_leaf_rules() {
+        let (Some(leaf_pem), Some(chain), Some(root), Some(intermediate)) = (
+            vector("pki-cert"),
+            vector("pki-chain"),
+            vector("pki_root_crts.pem"),
+            vector("pki_intermediate_crts.pem"),
+        ) else {
+            return;
+        };
+        let leaf = leaf(&leaf_pem).unwrap();
+        let roots = certs(&root);
+        let now = 1_800_000_000;
+        assert!(verify_chain(&leaf, &roots, &certs(&intermediate), now).is_ok());
+        assert!(
+            verify_chain(
+                &leaf,
+                &roots,
+                &chain_intermediates(Some(&chain)).unwrap(),
+                now
+            )
+            .is_ok()
+        );
+        assert!(verify_chain(&leaf, &roots, &[], now).is_err());
+        // After the leaf's notAfter (2052-02-16).
+        assert!(verify_chain(&leaf, &roots, &certs(&intermediate), 2_600_000_000).is_err());
+        assert_eq!(check_email(&leaf, "qiwan@redhat.com"), Ok(()));
+        assert_eq!(check_hostname(&leaf, "myhost.example.com"), Ok(()));
+        assert!(check_hostname(&leaf, "other.example.com").is_err());
+        assert!(check_hostname(&leaf, "*.example.com").is_err());
+    }
 
     /// signature-policy §3 step 4 (certificate annotation exactly one PEM block) and step 3
     /// (the chain's last certificate dropped); golden helper vectors "not a certificate".

@@ -268,3 +268,123 @@ fn digest_matches(manifest: &[u8], digest: &str) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::render::PolicyObject;
+    use crate::policy::requirement::SignedIdentity;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    const MANIFEST: &[u8] = br#"{"schemaVersion":2}"#;
+
+    fn ed25519() -> (Ed25519KeyPair, Vec<u8>) {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let spki = [
+            hex::decode("302a300506032b6570032100").unwrap(),
+            pair.public_key().as_ref().to_vec(),
+        ]
+        .concat();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(spki)
+        );
+        (pair, pem.into_bytes())
+    }
+
+    fn signed(pair: &Ed25519KeyPair, reference: &str, manifest: &[u8]) -> Attachment {
+        let payload = format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"{reference}"}},"image":{{"docker-manifest-digest":"sha256:{}"}},"type":"cosign container image signature"}},"optional":null}}"#,
+            hex::encode(Sha256::digest(manifest))
+        )
+        .into_bytes();
+        let signature = STANDARD.encode(pair.sign(&payload));
+        Attachment {
+            media_type: SIGNATURE_MEDIA_TYPE.into(),
+            payload,
+            annotations: [(ANNOTATION_SIGNATURE.to_string(), signature)].into(),
+        }
+    }
+
+    fn scoped(key_pem: &[u8], identity: SignedIdentity) -> Vec<ScopedRequirement> {
+        vec![ScopedRequirement {
+            object: PolicyObject::ClusterImagePolicy {
+                name: "openshift".into(),
+            },
+            requirement: TrustRoot::public_keys(&[key_pem], &[])
+                .map(|trust| Requirement { trust, identity }),
+        }]
+    }
+
+    fn message(result: Result<(), PolicyError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// signature-policy §3 step 9 (the node's messages) and §5 "cosign repo-only identity +
+    /// default policy (reject)", with an Ed25519 key made here.
+    #[test]
+    fn outcomes_and_messages() {
+        let (pair, pem) = ed25519();
+        let image = Reference::parse("quay.io/openshift/x:1").unwrap();
+        let by_tag = signed(&pair, "quay.io/openshift/x:1", MANIFEST);
+        let repo_only = signed(&pair, "quay.io/openshift/x", MANIFEST);
+        let default = scoped(&pem, SignedIdentity::MatchRepoDigestOrExact);
+        let check = |reqs: &[ScopedRequirement], attachments: &[Attachment]| {
+            check_scope("quay.io/openshift", reqs, &image, MANIFEST, attachments)
+        };
+        assert!(check(&default, std::slice::from_ref(&by_tag)).is_ok());
+        assert_eq!(
+            message(check(&default, &[])),
+            "quay.io/openshift/x:1: rejected by ClusterImagePolicy openshift (scope quay.io/openshift): \
+             A signature was required, but no signature exists"
+        );
+        assert!(
+            message(check(&default, std::slice::from_ref(&repo_only)))
+                .ends_with("signature for identity \"quay.io/openshift/x\" is not accepted")
+        );
+        assert!(
+            check(
+                &scoped(&pem, SignedIdentity::MatchRepository),
+                std::slice::from_ref(&repo_only)
+            )
+            .is_ok()
+        );
+        let mut other_manifest = by_tag.clone();
+        other_manifest.payload = signed(&pair, "quay.io/openshift/x:1", b"{}").payload;
+        assert!(
+            message(check(&default, &[repo_only, other_manifest])).contains(
+                "None of the signatures were accepted, reasons: signature for identity \"quay.io/openshift/x\" \
+                 is not accepted; cryptographic signature verification failed"
+            )
+        );
+        // Signed over other manifest bytes, validly: the digest check refuses it.
+        let wrong_digest = signed(&pair, "quay.io/openshift/x:1", b"{}");
+        assert!(message(check(&default, &[wrong_digest])).contains("does not match the manifest"));
+    }
+
+    /// signature-policy §3 step 1 and issue 16 §3: a root of trust that cannot be evaluated
+    /// rejects the image; a non-ECDSA Rekor key is refused.
+    #[test]
+    fn unusable_policy_rejects() {
+        let (pair, pem) = ed25519();
+        let image = Reference::parse("quay.io/openshift/x:1").unwrap();
+        let rekor_not_ecdsa = TrustRoot::public_keys(&[&pem], &[&pem]);
+        assert!(matches!(
+            rekor_not_ecdsa,
+            Err(ConfigError::RekorNotEcdsa(1))
+        ));
+        let reqs = scoped(b"not a key", SignedIdentity::MatchRepository);
+        let result = check_scope(
+            "quay.io",
+            &reqs,
+            &image,
+            MANIFEST,
+            &[signed(&pair, "quay.io/openshift/x:1", MANIFEST)],
+        );
+        assert!(
+            message(result)
+                .contains("the policy cannot be evaluated: public key: no PEM block found")
+        );
+    }
+}

@@ -137,6 +137,10 @@ impl Image {
     }
 }
 
+/// A table row: its number, each case's outcome, and `None` (accept) or text the rejection
+/// must contain.
+type Row = (usize, Vec<Result<(), String>>, Option<&'static str>);
+
 /// Runs one case: `Ok(())` or the image's error message.
 fn evaluate(
     trust: Result<TrustRoot, ConfigError>,
@@ -184,7 +188,7 @@ fn containers_image_sigstore_vectors() {
     let fulcio_root = "fulcio_v1.crt.pem";
 
     // (row, case results, expected: None = accept, Some(text the rejection must contain))
-    let mut rows: Vec<(usize, Vec<Result<(), String>>, Option<&str>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut row = |n: usize, cases: Vec<Result<(), String>>, expected: Option<&'static str>| {
         rows.push((n, cases, expected));
     };
