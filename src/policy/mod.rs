@@ -12,12 +12,11 @@ mod payload;
 mod rekor;
 mod render;
 mod requirement;
-mod spec;
+pub mod spec;
 mod verify;
 
 pub use render::{DroppedScope, PolicyObject, PolicyResource, RenderedPolicy, ScopedRequirement};
 pub use requirement::{ConfigError, Requirement, SignedIdentity, TrustRoot};
-pub use spec::ImagePolicySpec;
 pub use verify::{
     Attachment, PolicyError, RequirementError, SIGNATURE_MEDIA_TYPE, SignatureError, check,
     check_scope,
