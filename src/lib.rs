@@ -13,6 +13,7 @@ mod extract;
 mod images;
 pub mod layers;
 pub mod plan;
+pub mod policy;
 mod profiles;
 mod publish;
 pub mod reference;

@@ -14,6 +14,7 @@ mod harness_selftest;
 mod hostile;
 mod node_rules;
 mod partial;
+mod policy_vectors;
 mod proxy;
 mod pull_secret;
 mod readme;
