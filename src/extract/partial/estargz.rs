@@ -162,7 +162,13 @@ fn parse(member: &[u8], digest: &str, toc_offset: u64) -> Result<Toc, Fallback> 
             "the eStargz TOC has digest {actual}, the annotation says {digest}"
         )));
     }
-    let toc: Json = serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))?;
+    entries(&json, toc_offset)
+}
+
+/// The verified TOC JSON → its entries; `toc_offset` is where the TOC's own member starts.
+pub(super) fn entries(json: &[u8], toc_offset: u64) -> Result<Toc, Fallback> {
+    let unreadable = |why: String| Fallback::plain(format!("eStargz TOC: {why}"));
+    let toc: Json = serde_json::from_slice(json).map_err(|e| unreadable(e.to_string()))?;
     if toc.version != 1 {
         return Err(unreadable(format!("version {} is not known", toc.version)));
     }
