@@ -203,6 +203,13 @@ pub(super) fn entries(json: &[u8], toc_offset: u64) -> Result<Toc, Fallback> {
                 0 => file.size - covered,
                 size => size,
             };
+            // Checked here, so that the sum of the sizes can never overflow.
+            if size > file.size - covered {
+                return Err(unreadable(format!(
+                    "a chunk of {} at {} runs past the file's end",
+                    file.name, entry.chunk_offset
+                )));
+            }
             file.chunks.push(Chunk {
                 compressed: member(entry.offset),
                 skip: entry.inner_offset,
