@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod error;
 mod extract;
+pub mod fuzz;
 mod images;
 pub mod layers;
 pub mod plan;

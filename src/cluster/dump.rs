@@ -121,17 +121,42 @@ fn documents(path: &Path) -> Result<Vec<Value>, ClusterError> {
         cause,
     };
     let bytes = fs::read(path).map_err(|e| dump_error(e.to_string()))?;
-    if is_json(path) {
-        serde_json::Deserializer::from_slice(&bytes)
+    parse_documents(&bytes, is_json(path)).map_err(dump_error)
+}
+
+fn parse_documents(bytes: &[u8], json: bool) -> Result<Vec<Value>, String> {
+    if json {
+        serde_json::Deserializer::from_slice(bytes)
             .into_iter::<Value>()
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| dump_error(format!("not valid JSON: {e}")))
+            .map_err(|e| format!("not valid JSON: {e}"))
     } else {
-        serde_yaml_ng::Deserializer::from_slice(&bytes)
+        serde_yaml_ng::Deserializer::from_slice(bytes)
             .map(Value::deserialize)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| dump_error(format!("not valid YAML: {e}")))
+            .map_err(|e| format!("not valid YAML: {e}"))
     }
+}
+
+/// For `crate::fuzz`: one dump file's bytes (named `path`, which says JSON or YAML) read as
+/// [`read`] reads a directory holding only it.
+pub(crate) fn read_file_bytes(
+    path: &Path,
+    bytes: &[u8],
+    image_list_namespace: Option<&str>,
+) -> Result<ClusterConfig, ClusterError> {
+    let documents = parse_documents(bytes, is_json(path)).map_err(|cause| ClusterError::Dump {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let mut found = Found {
+        image_list_namespace: image_list_namespace.map(str::to_string),
+        ..Found::default()
+    };
+    for object in documents.into_iter().flat_map(expand) {
+        found.add(path, object);
+    }
+    found.assemble()
 }
 
 /// A document → the objects in it: itself, or the items of a `List` / `<Kind>List`. Items of a

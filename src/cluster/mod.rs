@@ -8,10 +8,10 @@
 //! configuration would contact registries the node would not.
 
 mod api;
-mod dump;
+pub(crate) mod dump;
 mod image_list;
-mod objects;
-mod pem;
+pub(crate) mod objects;
+pub(crate) mod pem;
 mod proxy;
 
 use std::fmt;

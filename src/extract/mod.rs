@@ -21,7 +21,7 @@ use pull::{ByDigest, Run, pull_image};
 mod cache;
 mod error;
 mod index;
-mod partial;
+pub(crate) mod partial;
 mod progress;
 mod pull;
 mod queue;

@@ -56,6 +56,22 @@ impl Contribution {
         self.recorded.hidden.is_empty() && self.recorded.steps.is_empty()
     }
 
+    /// Every path the layer names under the subtree: what it hides, adds, and links to. For
+    /// `crate::fuzz`, which checks that none of them leaves the subtree.
+    pub(crate) fn named_paths(&self) -> impl Iterator<Item = &str> {
+        let hidden = self.recorded.hidden.iter().map(|hidden| match hidden {
+            Hidden::Path(path) | Hidden::Contents(path) => path.as_str(),
+        });
+        let steps = self.recorded.steps.iter().flat_map(|step| {
+            let target = match &step.action {
+                Action::Hardlink { target } => Some(target.as_str()),
+                Action::Dir | Action::File(_) => None,
+            };
+            [Some(step.path.as_str()), target].into_iter().flatten()
+        });
+        hidden.chain(steps)
+    }
+
     pub(super) fn hidden(&self) -> &[Hidden] {
         &self.recorded.hidden
     }

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// Why an answer to a `Range` request is not the ranges asked.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub(super) enum ByteRangesError {
+pub(crate) enum ByteRangesError {
     #[error("Content-Range {0:?}")]
     BadContentRange(String),
     #[error("answered bytes {first}-{last}/{}, not asked", complete.map_or("*".into(), |c| c.to_string()))]
@@ -50,7 +50,7 @@ pub(super) fn spec(ranges: &[Range<u64>]) -> String {
 /// The data of each range asked, in the order asked, from a 206: one part framed by the
 /// response's `Content-Range` header, or a `multipart/byteranges` body. Every part must be exactly one of
 /// the ranges (of a blob of `size` bytes, when the part says) and every range must come.
-pub(super) fn answer(
+pub(crate) fn answer(
     ranges: &[Range<u64>],
     size: u64,
     content_type: &str,
@@ -94,7 +94,7 @@ pub(super) fn answer(
 
 /// `bytes first-last/complete` (`complete` is None for `*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ContentRange {
+pub(crate) struct ContentRange {
     pub(crate) first: u64,
     pub(crate) last: u64,
     pub(crate) complete: Option<u64>,
@@ -106,7 +106,7 @@ impl ContentRange {
     }
 }
 
-pub(super) fn content_range(text: &str) -> Option<ContentRange> {
+pub(crate) fn content_range(text: &str) -> Option<ContentRange> {
     let rest = text.trim().strip_prefix("bytes ")?;
     let (span, complete) = rest.split_once('/')?;
     let (first, last) = span.trim().split_once('-')?;
@@ -129,7 +129,7 @@ pub(super) fn content_range(text: &str) -> Option<ContentRange> {
 }
 
 /// The boundary of a `multipart/byteranges` content type; None for any other type.
-pub(super) fn boundary(content_type: &str) -> Option<String> {
+pub(crate) fn boundary(content_type: &str) -> Option<String> {
     let mut fields = content_type.split(';');
     let media_type = fields.next()?.trim();
     if !media_type.eq_ignore_ascii_case("multipart/byteranges") {
@@ -150,7 +150,7 @@ pub(super) fn boundary(content_type: &str) -> Option<String> {
 }
 
 /// The parts of a `multipart/byteranges` body, in the order they come.
-pub(super) fn parts(
+pub(crate) fn parts(
     body: &Bytes,
     boundary: &str,
 ) -> Result<Vec<(ContentRange, Bytes)>, ByteRangesError> {

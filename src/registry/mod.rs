@@ -40,7 +40,7 @@ use crate::transport::{Transport, TransportError};
 
 pub mod auth;
 mod blob;
-mod byteranges;
+pub(crate) mod byteranges;
 mod digest;
 mod error;
 mod oci;

@@ -10,6 +10,7 @@ mod deploy;
 mod disconnected;
 mod extract;
 mod faults;
+mod fuzz_corpus;
 mod harness_selftest;
 mod hostile;
 mod node_rules;

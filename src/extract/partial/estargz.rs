@@ -162,7 +162,13 @@ fn parse(member: &[u8], digest: &str, toc_offset: u64) -> Result<Toc, Fallback> 
             "the eStargz TOC has digest {actual}, the annotation says {digest}"
         )));
     }
-    let toc: Json = serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))?;
+    entries(&json, toc_offset)
+}
+
+/// The verified TOC JSON → its entries; `toc_offset` is where the TOC's own member starts.
+pub(super) fn entries(json: &[u8], toc_offset: u64) -> Result<Toc, Fallback> {
+    let unreadable = |why: String| Fallback::plain(format!("eStargz TOC: {why}"));
+    let toc: Json = serde_json::from_slice(json).map_err(|e| unreadable(e.to_string()))?;
     if toc.version != 1 {
         return Err(unreadable(format!("version {} is not known", toc.version)));
     }
@@ -197,6 +203,13 @@ fn parse(member: &[u8], digest: &str, toc_offset: u64) -> Result<Toc, Fallback> 
                 0 => file.size - covered,
                 size => size,
             };
+            // Checked here, so that the sum of the sizes can never overflow.
+            if size > file.size - covered {
+                return Err(unreadable(format!(
+                    "a chunk of {} at {} runs past the file's end",
+                    file.name, entry.chunk_offset
+                )));
+            }
             file.chunks.push(Chunk {
                 compressed: member(entry.offset),
                 skip: entry.inner_offset,

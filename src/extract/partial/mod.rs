@@ -192,6 +192,22 @@ impl Partial {
     }
 }
 
+/// For `crate::fuzz`: a verified TOC's JSON (eStargz when `estargz`, else zstd:chunked) through
+/// every check made before anything is fetched; the number of files whose data would be fetched.
+pub(crate) fn check_toc(
+    json: &[u8],
+    estargz: bool,
+    layer: &Descriptor,
+    limits: &Limits,
+) -> Result<usize, Fallback> {
+    let toc = if estargz {
+        estargz::entries(json, layer.size())?
+    } else {
+        zstd_chunked::entries(json)?
+    };
+    Ok(wanted_files(&toc, layer, limits)?.len())
+}
+
 /// A TOC in the terms both formats share.
 struct Toc {
     entries: Vec<TocEntry>,

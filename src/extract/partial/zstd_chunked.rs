@@ -164,7 +164,13 @@ fn parse(compressed: &[u8], uncompressed: u64) -> Result<Toc, Fallback> {
             json.len()
         )));
     }
-    let toc: Json = serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))?;
+    entries(&json)
+}
+
+/// The verified, uncompressed TOC JSON → its entries.
+pub(super) fn entries(json: &[u8]) -> Result<Toc, Fallback> {
+    let unreadable = |why: String| Fallback::plain(format!("zstd:chunked TOC: {why}"));
+    let toc: Json = serde_json::from_slice(json).map_err(|e| unreadable(e.to_string()))?;
     if toc.version != 1 {
         return Err(unreadable(format!("version {} is not known", toc.version)));
     }

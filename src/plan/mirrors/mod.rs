@@ -22,7 +22,7 @@
 
 mod merge;
 mod rules;
-mod scope;
+pub(crate) mod scope;
 mod source;
 
 use std::collections::{BTreeMap, BTreeSet};

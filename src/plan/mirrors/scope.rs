@@ -13,7 +13,7 @@ use crate::reference::Reference;
 /// How many leading bytes of `reference`'s name `pattern` covers, or `None` when it does not
 /// cover it. The name is a prefix of the reference's full string form, so the count also says
 /// where to cut that string when rewriting it onto a mirror.
-pub(super) fn covered_len(pattern: &str, reference: &Reference) -> Option<usize> {
+pub(crate) fn covered_len(pattern: &str, reference: &Reference) -> Option<usize> {
     if let Some(domain) = pattern.strip_prefix("*.") {
         // A wildcard names hosts only. A registry with a port ends with the port, never with
         // the (port-free) domain, so `registry.redhat.io:8443` is not covered (the node would
@@ -37,7 +37,7 @@ pub(super) fn covered_len(pattern: &str, reference: &Reference) -> Option<usize>
 /// node blocks `bad.local:5000/…` under a `bad.local` scope (its `:` boundary), or fails the pull
 /// there (vectors 11, 13), so for blocking the wider reading is the faithful one. Never used to
 /// allow, mirror or trust: `allowedRegistries` `host` does not allow `host:5000`.
-pub(super) fn covers_any_port(scope: &str, reference: &Reference) -> bool {
+pub(crate) fn covers_any_port(scope: &str, reference: &Reference) -> bool {
     let host = host_without_port(&reference.registry);
     if let Some(domain) = scope.strip_prefix("*.") {
         return is_wildcard_domain(domain) && is_subdomain(host, domain);
