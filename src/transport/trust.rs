@@ -14,7 +14,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
 
-mod der;
 mod leaf;
 
 #[derive(Debug, Error)]

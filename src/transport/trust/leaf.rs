@@ -1,133 +1,82 @@
 //! What Go's crypto/x509 (the operator) and CRI-O check of a server certificate besides its chain
 //! and name: the validity period and the extended key usage. WebPKI checks both too, but refuses
-//! a self-signed `CA:TRUE` leaf before it gets there, so the bundle-leaf fallback checks them here.
+//! a self-signed `CA:TRUE` leaf before it gets there, so the bundle-leaf fallback checks them here,
+//! with the fields x509-parser reads (webpki keeps them private).
+
+use std::time::Duration;
 
 use rustls::{CertificateError, ExtendedKeyPurpose};
 use rustls_pki_types::UnixTime;
-
-use super::der::{self, BadDer, Reader};
-
-/// `id-ce-extKeyUsage` (2.5.29.37), DER contents.
-const EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
-/// `id-kp-serverAuth` (1.3.6.1.5.5.7.3.1).
-const SERVER_AUTH: &[usize] = &[1, 3, 6, 1, 5, 5, 7, 3, 1];
-/// `id-kp-clientAuth` (1.3.6.1.5.5.7.3.2).
-const CLIENT_AUTH: &[usize] = &[1, 3, 6, 1, 5, 5, 7, 3, 2];
-/// `anyExtendedKeyUsage` (2.5.29.37.0), which Go accepts for any purpose.
-const ANY_EXTENDED_KEY_USAGE: &[usize] = &[2, 5, 29, 37, 0];
-
-/// Context tags in TBSCertificate.
-const VERSION: u8 = 0xa0;
-const ISSUER_UNIQUE_ID: u8 = 0x81;
-const SUBJECT_UNIQUE_ID: u8 = 0x82;
-const EXTENSIONS: u8 = 0xa3;
-const BOOLEAN: u8 = 0x01;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ExtendedKeyUsage;
+use x509_parser::prelude::FromDer;
+use x509_parser::time::ASN1Time;
 
 /// Refuses `cert` (DER) at `now` unless notBefore ≤ now ≤ notAfter and, when it has an extended
 /// key usage extension, that extension allows serverAuth or any purpose.
 pub(super) fn check_time_and_purpose(cert: &[u8], now: UnixTime) -> Result<(), CertificateError> {
-    let fields = Fields::read(cert).map_err(|BadDer| CertificateError::BadEncoding)?;
-    if now < fields.not_before {
+    let (rest, cert) =
+        X509Certificate::from_der(cert).map_err(|_| CertificateError::BadEncoding)?;
+    if !rest.is_empty() {
+        return Err(CertificateError::BadEncoding);
+    }
+    let validity = cert.validity();
+    let (not_before, not_after) = (unix(validity.not_before), unix(validity.not_after));
+    if now < not_before {
         return Err(CertificateError::NotValidYetContext {
             time: now,
-            not_before: fields.not_before,
+            not_before,
         });
     }
-    if now > fields.not_after {
+    if now > not_after {
         return Err(CertificateError::ExpiredContext {
             time: now,
-            not_after: fields.not_after,
+            not_after,
         });
     }
-    match fields.purposes {
+    // A second extended key usage extension is refused (RFC 5280 §4.2: at most once).
+    let usage = cert
+        .extended_key_usage()
+        .map_err(|_| CertificateError::BadEncoding)?;
+    match usage.map(|extension| extension.value) {
         None => Ok(()),
-        Some(purposes)
-            if purposes
-                .iter()
-                .any(|p| p == SERVER_AUTH || p == ANY_EXTENDED_KEY_USAGE) =>
-        {
-            Ok(())
-        }
-        Some(purposes) => Err(CertificateError::InvalidPurposeContext {
+        Some(usage) if usage.server_auth || usage.any => Ok(()),
+        Some(usage) => Err(CertificateError::InvalidPurposeContext {
             required: ExtendedKeyPurpose::ServerAuth,
-            presented: purposes.into_iter().map(purpose).collect(),
+            presented: presented(usage),
         }),
     }
 }
 
-fn purpose(arcs: Vec<usize>) -> ExtendedKeyPurpose {
-    match arcs.as_slice() {
-        SERVER_AUTH => ExtendedKeyPurpose::ServerAuth,
-        CLIENT_AUTH => ExtendedKeyPurpose::ClientAuth,
-        _ => ExtendedKeyPurpose::Other(arcs),
-    }
+/// A time before 1970 is 1970: every time this is compared with is later.
+fn unix(time: ASN1Time) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(time.timestamp()).unwrap_or(0),
+    ))
 }
 
-/// The fields checked, read from the TBSCertificate (RFC 5280 §4.1).
-struct Fields {
-    not_before: UnixTime,
-    not_after: UnixTime,
-    /// The extended key usage OIDs (as arcs), if the extension is present.
-    purposes: Option<Vec<Vec<usize>>>,
-}
-
-impl Fields {
-    fn read(cert: &[u8]) -> Result<Fields, BadDer> {
-        let mut certificate = Reader::new(Reader::new(cert).expect(der::SEQUENCE)?);
-        let mut tbs = Reader::new(certificate.expect(der::SEQUENCE)?);
-        tbs.optional(VERSION)?;
-        tbs.any()?; // serialNumber
-        tbs.expect(der::SEQUENCE)?; // signature
-        tbs.expect(der::SEQUENCE)?; // issuer
-        let mut validity = Reader::new(tbs.expect(der::SEQUENCE)?);
-        let not_before = validity.time()?;
-        let not_after = validity.time()?;
-        if !validity.at_end() {
-            return Err(BadDer);
-        }
-        tbs.expect(der::SEQUENCE)?; // subject
-        tbs.expect(der::SEQUENCE)?; // subjectPublicKeyInfo
-        tbs.optional(ISSUER_UNIQUE_ID)?;
-        tbs.optional(SUBJECT_UNIQUE_ID)?;
-        let mut purposes = None;
-        if let Some(extensions) = tbs.optional(EXTENSIONS)? {
-            let mut list = Reader::new(Reader::new(extensions).expect(der::SEQUENCE)?);
-            while !list.at_end() {
-                let mut extension = Reader::new(list.expect(der::SEQUENCE)?);
-                let id = extension.expect(der::OID)?;
-                extension.optional(BOOLEAN)?; // critical
-                let value = extension.expect(der::OCTET_STRING)?;
-                if id != EXTENDED_KEY_USAGE {
-                    continue;
-                }
-                // RFC 5280 §4.2: an extension appears at most once.
-                if purposes.is_some() {
-                    return Err(BadDer);
-                }
-                purposes = Some(read_purposes(value)?);
-            }
-        }
-        Ok(Fields {
-            not_before,
-            not_after,
-            purposes,
-        })
-    }
-}
-
-/// `ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId`.
-fn read_purposes(value: &[u8]) -> Result<Vec<Vec<usize>>, BadDer> {
-    let mut outer = Reader::new(value);
-    let mut ids = Reader::new(outer.expect(der::SEQUENCE)?);
-    if !outer.at_end() {
-        return Err(BadDer);
-    }
+/// The purposes a certificate names, for the error (serverAuth and any are never among them).
+fn presented(usage: &ExtendedKeyUsage<'_>) -> Vec<ExtendedKeyPurpose> {
+    let other =
+        |arcs: &[u64]| ExtendedKeyPurpose::Other(arcs.iter().map(|&a| a as usize).collect());
     let mut purposes = Vec::new();
-    while !ids.at_end() {
-        purposes.push(der::oid_arcs(ids.expect(der::OID)?)?);
+    if usage.client_auth {
+        purposes.push(ExtendedKeyPurpose::ClientAuth);
     }
-    if purposes.is_empty() {
-        return Err(BadDer);
+    for (named, arc) in [
+        (usage.code_signing, 3),
+        (usage.email_protection, 4),
+        (usage.time_stamping, 8),
+        (usage.ocsp_signing, 9),
+    ] {
+        if named {
+            // id-kp (1.3.6.1.5.5.7.3) and its arc.
+            purposes.push(other(&[1, 3, 6, 1, 5, 5, 7, 3, arc]));
+        }
     }
-    Ok(purposes)
+    for oid in &usage.other {
+        let arcs: Vec<u64> = oid.iter().into_iter().flatten().collect();
+        purposes.push(other(&arcs));
+    }
+    purposes
 }
