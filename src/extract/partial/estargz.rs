@@ -329,7 +329,7 @@ mod tests {
     fn a_toc_must_match_its_digest_and_be_readable() {
         let json = br#"{"version":1,"entries":[]}"#;
         let fallback = parse(&member(json), &sha256(b"other"), 9).err().unwrap();
-        assert!(fallback.suspicious);
+        assert!(fallback.is_suspicious());
         assert!(
             fallback.reason.contains("the annotation says"),
             "{}",

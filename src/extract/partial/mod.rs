@@ -69,35 +69,46 @@ struct Stats {
 #[derive(Debug)]
 pub(crate) struct Fallback {
     reason: String,
+    kind: FallbackKind,
+}
+
+/// How much a fallback is worth saying: it decides the level of its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FallbackKind {
+    /// The layer never could have been pulled partially (it has no TOC): no line of its own at info.
+    Ordinary,
+    /// It could have been, and was not: a line at info.
+    Plain,
     /// A digest or answer that does not match what was vouched for: worth a warning.
-    suspicious: bool,
-    /// The layer never could have been pulled partially (it has no TOC): not worth a line at info.
-    ordinary: bool,
+    Suspicious,
 }
 
 impl Fallback {
     fn plain(reason: impl Into<String>) -> Fallback {
         Fallback {
             reason: reason.into(),
-            suspicious: false,
-            ordinary: false,
+            kind: FallbackKind::Plain,
         }
     }
 
-    /// An ordinary layer, without a TOC: the run's summary counts it, no line of its own at info.
+    /// An ordinary layer, without a TOC: the run's summary counts it.
     fn ordinary(reason: impl Into<String>) -> Fallback {
         Fallback {
-            ordinary: true,
-            ..Fallback::plain(reason)
+            reason: reason.into(),
+            kind: FallbackKind::Ordinary,
         }
     }
 
     fn suspicious(reason: impl Into<String>) -> Fallback {
         Fallback {
             reason: reason.into(),
-            ordinary: false,
-            suspicious: true,
+            kind: FallbackKind::Suspicious,
         }
+    }
+
+    #[cfg(test)]
+    fn is_suspicious(&self) -> bool {
+        self.kind == FallbackKind::Suspicious
     }
 }
 
@@ -154,14 +165,19 @@ impl Partial {
                 self.stats
                     .fetched_bytes
                     .fetch_add(layer.size(), Ordering::Relaxed);
-                if !self.enabled {
+                let (layer, reason) = (layer.digest(), &fallback.reason);
+                match fallback.kind {
                     // The flag is the reason for every layer; the run's summary says so once.
-                } else if fallback.suspicious {
-                    tracing::warn!(layer = %layer.digest(), reason = %fallback.reason, "partial pull refused; pulling the layer whole");
-                } else if fallback.ordinary {
-                    tracing::debug!(layer = %layer.digest(), reason = %fallback.reason, "pulling the layer whole");
-                } else {
-                    tracing::info!(layer = %layer.digest(), reason = %fallback.reason, "pulling the layer whole");
+                    _ if !self.enabled => {}
+                    FallbackKind::Suspicious => {
+                        tracing::warn!(%layer, %reason, "partial pull refused; pulling the layer whole")
+                    }
+                    FallbackKind::Ordinary => {
+                        tracing::debug!(%layer, %reason, "pulling the layer whole")
+                    }
+                    FallbackKind::Plain => {
+                        tracing::info!(%layer, %reason, "pulling the layer whole")
+                    }
                 }
                 None
             }
@@ -627,13 +643,13 @@ mod tests {
         assert_eq!(&file_data(&entry, Codec::Zstd, &fetched).unwrap()[..], data);
         entry.chunks[0].digest = Some(sha256(b"other"));
         let refused = file_data(&entry, Codec::Zstd, &fetched).unwrap_err();
-        assert!(refused.suspicious && refused.reason.contains("the TOC says"));
+        assert!(refused.is_suspicious() && refused.reason.contains("the TOC says"));
         entry.chunks[0].digest = None;
         entry.digest = Some(sha256(b"other"));
         assert!(
             file_data(&entry, Codec::Zstd, &fetched)
                 .unwrap_err()
-                .suspicious
+                .is_suspicious()
         );
     }
 }
