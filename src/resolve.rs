@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cluster::ProxyOrigin;
 use crate::images::ImageEntry;
-use crate::plan::mirrors::{MirrorKind, SourceOrigin};
+use crate::plan::mirrors::{self, MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
 use crate::setup::Setup;
 use crate::transport::proxy::Proxies;
@@ -53,9 +53,6 @@ pub(crate) struct SourceReport {
     pub(crate) objects: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) blocked: Option<String>,
-    /// What the extract log says when it skips this source (`not contacted: …`).
-    #[serde(skip)]
-    pub(crate) not_contacted: Option<String>,
     pub(crate) insecure: bool,
     /// Why TLS may go unverified (or fall back to plain http) for this source's own registry.
     #[serde(rename = "insecureBecause", skip_serializing_if = "Option::is_none")]
@@ -98,7 +95,6 @@ fn source_report(planned: &PlannedSource, proxies: &Proxies) -> SourceReport {
         rule_source,
         objects,
         blocked: planned.pull.blocked.clone(),
-        not_contacted: planned.pull.not_contacted(),
         insecure: planned.pull.insecure.is_some(),
         insecure_because: planned.pull.insecure.as_ref().map(ToString::to_string),
         credential: planned.credential.clone(),
@@ -216,8 +212,8 @@ impl Report {
                         let _ = writeln!(out, "       the source itself (no mirror rule matches)");
                     }
                 }
-                if let Some(skipped) = &source.not_contacted {
-                    let _ = writeln!(out, "       {skipped}");
+                if let Some(why) = &source.blocked {
+                    let _ = writeln!(out, "       {}", mirrors::not_contacted(why));
                 }
                 if let Some(why) = &source.insecure_because {
                     let _ = writeln!(out, "       insecure: yes ({why})");

@@ -91,18 +91,19 @@ async fn run(command: Command) -> Result<String, Failure> {
     }
 }
 
-/// The proxies from --proxy/--no-proxy and the environment; the one place that reads them.
-fn proxies(common: &CommonArgs) -> Result<Proxies, Failure> {
+/// The proxies from --proxy/--no-proxy and the environment, and which of them gave any; the one
+/// place that reads them.
+fn proxies(common: &CommonArgs) -> Result<(Proxies, ProxyOrigin), Failure> {
     let flags = ProxyFlags {
         proxy: common.proxy.clone(),
         no_proxy: common.no_proxy.clone(),
     };
-    let (proxies, warnings) =
-        Proxies::configure(&flags, |name| std::env::var(name).ok()).map_err(|e| Failure::of(&e))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let (proxies, warnings) = Proxies::configure(&flags, env).map_err(|e| Failure::of(&e))?;
     for warning in warnings {
         tracing::warn!(%warning, "proxy configuration");
     }
-    Ok(proxies)
+    Ok((proxies, ProxyOrigin::given(&flags, env)))
 }
 
 /// Reads the cluster (once, before any pull) and assembles the run's parts; `deadline` is when the
@@ -113,12 +114,8 @@ async fn prepare(
     deadline: Option<Instant>,
     entries: Option<Vec<ImageEntry>>,
 ) -> Result<(Setup, ClusterConfig, Vec<ImageEntry>, ProxyOrigin), Failure> {
-    let flags = ProxyFlags {
-        proxy: common.proxy.clone(),
-        no_proxy: common.no_proxy.clone(),
-    };
-    let origin = ProxyOrigin::given(&flags, |name| std::env::var(name).ok());
-    let proxies = std::sync::Arc::new(proxies(common)?);
+    let (proxies, origin) = proxies(common)?;
+    let proxies = std::sync::Arc::new(proxies);
     let mut retry = RetryPolicy::from_env().map_err(|e| Failure::of(&e))?;
     if let Some(deadline) = deadline {
         retry = retry.with_deadline(deadline);

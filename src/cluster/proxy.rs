@@ -78,7 +78,7 @@ struct ProxyObject {
     status: Option<ProxyStatus>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ProxyStatus {
     http_proxy: Option<String>,
@@ -89,11 +89,7 @@ struct ProxyStatus {
 /// The proxy object → its status fields; a field of the wrong type is an error.
 pub(crate) fn cluster_proxy(object: &Value) -> Result<ClusterProxy, ObjectError> {
     let object = ProxyObject::deserialize(object)?;
-    let status = object.status.unwrap_or(ProxyStatus {
-        http_proxy: None,
-        https_proxy: None,
-        no_proxy: None,
-    });
+    let status = object.status.unwrap_or_default();
     let set = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
     Ok(ClusterProxy {
         http_proxy: set(status.http_proxy),

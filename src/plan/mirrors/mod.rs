@@ -32,7 +32,7 @@ use crate::reference::Reference;
 
 pub use rules::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
 pub(crate) use source::{
-    Insecure, InvalidRewrite, MirrorError, PullSource, RewriteError, SourceOrigin,
+    Insecure, InvalidRewrite, MirrorError, PullSource, RewriteError, SourceOrigin, not_contacted,
 };
 
 /// One group's merged mirror.

@@ -23,12 +23,15 @@ pub(crate) struct PullSource {
 }
 
 impl PullSource {
-    /// What `resolve` and the extract log say of a source they skip: the same words in both.
+    /// What the extract log says of a source it skips (see [`not_contacted`]).
     pub(crate) fn not_contacted(&self) -> Option<String> {
-        self.blocked
-            .as_ref()
-            .map(|why| format!("not contacted: {why}"))
+        self.blocked.as_deref().map(not_contacted)
     }
+}
+
+/// What `resolve` and the extract log say of a source they skip for `why`: the same words in both.
+pub(crate) fn not_contacted(why: &str) -> String {
+    format!("not contacted: {why}")
 }
 
 /// Why a pull source may be reached over plain HTTP or with TLS unverified.
