@@ -156,6 +156,7 @@ async fn prepare(
         insecure_registries: common.insecure_registries.clone(),
         proxies,
         retry,
+        policy_namespace: cluster_read.then(|| common.namespace.clone()),
     };
     let setup = setup::assemble(&settings, &cluster).map_err(|e| Failure::of(&e))?;
     Ok((setup, cluster, entries, origin))

@@ -13,6 +13,7 @@ use crate::cluster::ClusterConfig;
 use crate::plan::Planner;
 use crate::plan::keychain::{Keychain, KeychainError};
 use crate::plan::mirrors::MirrorTable;
+use crate::policy::{PolicyObject, RenderedPolicy};
 use crate::registry::RegistryClient;
 use crate::registry::auth::Authenticator;
 use crate::transport::proxy::Proxies;
@@ -29,6 +30,9 @@ pub(crate) struct Settings {
     pub(crate) proxies: Arc<Proxies>,
     /// How registry requests are retried, and the run's deadline.
     pub(crate) retry: RetryPolicy,
+    /// The namespace whose ImagePolicies apply (the pod's, as CRI-O picks the policy); `None`
+    /// when the cluster was not read, so the signature policy is unknown.
+    pub(crate) policy_namespace: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -66,6 +70,8 @@ pub(crate) struct Setup {
     pub(crate) pull_secret: Option<String>,
     /// Which proxy each registry is reached through.
     pub(crate) proxies: Arc<Proxies>,
+    /// The signature policy as the node renders it for the namespace; `None`: unknown (no cluster read).
+    pub(crate) policy: Option<Arc<RenderedPolicy>>,
 }
 
 pub(crate) fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<Setup, SetupError> {
@@ -142,7 +148,20 @@ pub(crate) fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<S
         Arc::new(Authenticator::new(keychain.clone())),
     )
     .with_retry(settings.retry);
+    let policy = settings.policy_namespace.as_deref().map(|namespace| {
+        let (cluster_wide, namespaced): (Vec<_>, Vec<_>) = cluster
+            .image_policies
+            .iter()
+            .cloned()
+            .partition(|p| matches!(p.object, PolicyObject::ClusterImagePolicy { .. }));
+        let rendered = RenderedPolicy::render(&cluster_wide, namespace, &namespaced);
+        for dropped in &rendered.dropped {
+            tracing::warn!(object = %dropped.object, scope = %dropped.scope, covered_by = %dropped.covered_by, "ImagePolicy scope ignored: a ClusterImagePolicy scope covers it (the MCO marks it Pending)");
+        }
+        Arc::new(rendered)
+    });
     Ok(Setup {
+        policy,
         client: Arc::new(client),
         planner: Arc::new(Planner::new(table, keychain)),
         trust,

@@ -213,6 +213,7 @@ impl Found {
                         && (name == IMAGES_CONFIG_MAP || name == INSTALLER_CONFIG_MAP))
             }
             Known::Secret => namespace == CONFIG_NAMESPACE && name == PULL_SECRET,
+            Known::ClusterImagePolicy | Known::ImagePolicy => true,
         };
         if wanted {
             self.objects
@@ -264,6 +265,32 @@ impl Found {
         config
             .mirror_objects
             .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+
+        let policy_keys: Vec<Key> = self
+            .objects
+            .keys()
+            .filter(|(known, _, _)| matches!(known, Known::ClusterImagePolicy | Known::ImagePolicy))
+            .cloned()
+            .collect();
+        for key in policy_keys {
+            let cluster = key.0 == Known::ClusterImagePolicy;
+            let what = match key.0 {
+                Known::ClusterImagePolicy => format!("ClusterImagePolicy {}", key.2),
+                _ => format!("ImagePolicy {}/{}", key.1, key.2),
+            };
+            if let Some((path, object)) = self.take(&key, &what)? {
+                let policy = objects::image_policy(cluster, &object).map_err(|cause| {
+                    ClusterError::Dump {
+                        path,
+                        cause: format!("{what}: {cause}"),
+                    }
+                })?;
+                config.image_policies.push(policy);
+            }
+        }
+        config
+            .image_policies
+            .sort_by(|a, b| a.object.cmp(&b.object));
 
         let image_key = (Known::Image, String::new(), IMAGE_CONFIG.to_string());
         match self.take(&image_key, "Image cluster")? {

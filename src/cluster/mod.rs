@@ -21,6 +21,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::plan::mirrors::{MirrorObject, RegistrySources};
+use crate::policy::PolicyResource;
 use crate::transport::proxy::Proxies;
 
 pub use image_list::{
@@ -59,6 +60,9 @@ pub struct ClusterConfig {
     /// `proxy.config.openshift.io/cluster`'s status, when [`Extras::cluster_proxy`] applied and
     /// the object exists.
     pub cluster_proxy: Option<ClusterProxy>,
+    /// Every ClusterImagePolicy and the ImagePolicies read (from the API, those of the namespace
+    /// asked for; from a dump, all of them: rendering keeps one namespace's), sorted by object.
+    pub image_policies: Vec<PolicyResource>,
     /// What was skipped or missing and why (each also logged when it happened).
     pub notes: Vec<String>,
 }

@@ -17,6 +17,8 @@ use thiserror::Error;
 use super::pem;
 use super::{CaBundle, ClusterConfig, PullSecret};
 use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorRule, RegistrySources, SourcePolicy};
+use crate::policy::spec::ImagePolicySpec;
+use crate::policy::{PolicyObject, PolicyResource};
 
 /// Why an object (here, or the image list's or proxy's) cannot be read; the caller names the object.
 #[derive(Debug, Error)]
@@ -42,6 +44,8 @@ pub(crate) enum Known {
     Image,
     ConfigMap,
     Secret,
+    ClusterImagePolicy,
+    ImagePolicy,
 }
 
 impl Known {
@@ -59,6 +63,13 @@ impl Known {
             ("config.openshift.io/v1", "Image") => Known::Image,
             ("v1", "ConfigMap") => Known::ConfigMap,
             ("v1", "Secret") => Known::Secret,
+            // v1alpha1 (4.16–4.19) has the same fields as v1 (signature-policy §1).
+            ("config.openshift.io/v1" | "config.openshift.io/v1alpha1", "ClusterImagePolicy") => {
+                Known::ClusterImagePolicy
+            }
+            ("config.openshift.io/v1" | "config.openshift.io/v1alpha1", "ImagePolicy") => {
+                Known::ImagePolicy
+            }
             _ => return None,
         })
     }
@@ -213,6 +224,31 @@ pub(crate) fn mirror_object(kind: MirrorKind, object: &Value) -> Result<MirrorOb
         }
     };
     Ok(MirrorObject { kind, name, rules })
+}
+
+#[derive(Debug, Deserialize)]
+struct ImagePolicyObject {
+    metadata: Option<Metadata>,
+    spec: ImagePolicySpec,
+}
+
+/// A ClusterImagePolicy (`cluster`) or an ImagePolicy → a `PolicyResource` naming its object.
+pub(crate) fn image_policy(cluster: bool, object: &Value) -> Result<PolicyResource, ObjectError> {
+    let decoded: ImagePolicyObject = decode(object)?;
+    let namespace = decoded.metadata.as_ref().and_then(|m| m.namespace.clone());
+    let name = name_of(decoded.metadata)?;
+    let object = if cluster {
+        PolicyObject::ClusterImagePolicy { name }
+    } else {
+        PolicyObject::ImagePolicy {
+            namespace: namespace.unwrap_or_default(),
+            name,
+        }
+    };
+    Ok(PolicyResource {
+        object,
+        spec: decoded.spec,
+    })
 }
 
 fn rules(entries: Option<Vec<MirrorEntry>>) -> Vec<MirrorRule> {

@@ -11,7 +11,7 @@ use super::spec::ImagePolicySpec;
 use crate::reference::Reference;
 
 /// The object a requirement comes from, for messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PolicyObject {
     ClusterImagePolicy { name: String },
     ImagePolicy { namespace: String, name: String },
