@@ -17,6 +17,9 @@
 # LINK=<rate> (tc's units: 1gbit, 250mbit) limits what the registry sends to that rate (tc htb on lo,
 # matched by the registry's port; removed on exit): on loopback a download costs only the registry's
 # and our CPU, where a cluster pulls from a mirror across a network.
+# The cold run is also measured under a ClusterImagePolicy covering every image (a test key signs each,
+# its `.sig` pushed beside it; --cluster-dir holds the policy): the cost of verification, as extra requests
+# and extra time, against the plain cold run of the same round.
 # OTHER_BIN=path adds the cold runs of another build (say, main's) to the table, measured alongside.
 # KEEP_LAB=1 keeps the lab (images, registry storage); REUSE_LAB=<that dir> measures again on it without
 # building anything (the same IMAGES, COMPRESSION and BIG_MIB).
@@ -212,11 +215,29 @@ floor() {
         wait'
 }
 
-for name in cold whole warm peer floor other; do : >"$LAB/$name.txt"; done
+# Every pushed image signed by a test key (identity: its repository, as cosign signs by default), and
+# the ClusterImagePolicy requiring it for the whole bench namespace.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$LAB/sign.key" 2>/dev/null
+openssl pkey -in "$LAB/sign.key" -pubout -out "$LAB/sign.pub"
+rm -rf "$LAB/policy-cluster"
+cluster_image_policy "$LAB/policy-cluster" bench "$REGISTRY/bench" "$LAB/sign.pub"
+while read -r name; do
+    sign_image "$REGISTRY" "bench/$name" "$(cat "$LAB/$name.digest")" "$REGISTRY/bench/$name" "$LAB/sign.key" \
+        bench:bench-password "$LAB/ca.crt"
+done <"$LAB/pushed"
+SIGNED=(--cluster-dir "$LAB/policy-cluster" --pull-secret "$LAB/auth.json" --ca-file "$LAB/ca.crt" --log-format json)
+ours_signed() {
+    rm -rf "$LAB/out"
+    measure signed "$LAB/signed.log" "$BIN" extract --images-json "$LAB/images.json" --output "$LAB/out" "${SIGNED[@]}"
+    grep -q '"signature"' "$LAB/out/index.json" || echo "WARNING: no signature recorded; see $LAB/signed.log" >&2
+}
+
+for name in cold signed whole warm peer floor other; do : >"$LAB/$name.txt"; done
 for run in $(seq 1 "$RUNS"); do
     echo "== run $run of $RUNS"
     if [ -n "${OTHER_BIN:-}" ]; then other_cold; fi
     ours_cold
+    ours_signed
     if [ -n "$CHUNKED" ]; then ours_whole; fi
     ours_warm
     peer
@@ -235,6 +256,7 @@ printf '\n%-38s %8s %8s %9s %11s %9s %12s\n' "median of $RUNS runs" "wall s" "CP
     "requests" "registry CPU"
 printf '%s%s\n' "${LINK:+registry replies limited to $LINK; }" "$PUSHED"
 row "provider-images extract, cold" cold
+row "cold, every image under a signature policy" signed
 if [ -n "$CHUNKED" ]; then row "provider-images extract --no-partial" whole; fi
 row "provider-images extract, warm" warm
 if [ -n "${OTHER_BIN:-}" ]; then row "OTHER_BIN extract, cold" other; fi
@@ -245,6 +267,9 @@ awk -v c="$cold" -v w="$(median "$LAB/warm.txt" 1)" -v p="$(median "$LAB/peer.tx
     -v f="$(median "$LAB/floor.txt" 1)" -v r="$(median "$LAB/warm.txt" 5)" 'BEGIN {
     printf "cold: %.2f× faster than the peer (target ≥ 3×), %.2f× the floor (target ≤ 1.3×)\n", p / c, c / f
     printf "warm: %d ms (target ≤ 50 ms), %d requests (target 0)\n", w * 1000, r }'
+awk -v c="$cold" -v s="$(median "$LAB/signed.txt" 1)" -v rc="$(median "$LAB/cold.txt" 5)" \
+    -v rs="$(median "$LAB/signed.txt" 5)" -v n="$(wc -l <"$LAB/pushed")" 'BEGIN {
+    printf "signature policy: %+.1f%% cold time (target ≤ 10%%), %.1f extra requests per image (target ≤ 2)\n", 100 * (s - c) / c, (rs - rc) / n }'
 if [ -n "$CHUNKED" ]; then
     # Every unique layer is fetched whole once by --no-partial: its fetched bytes are the layers' bytes.
     awk -v c="$cold" -v w="$(median "$LAB/whole.txt" 1)" -v f="$(median "$LAB/cold.txt" 4)" \

@@ -112,6 +112,62 @@ oci_image() {
     echo "sha256:$manifest_digest"
 }
 
+# push_blob REGISTRY REPO FILE CREDS CA: uploads FILE (POST for an upload URL, then one PUT of it all);
+# prints its digest.
+push_blob() {
+    local digest location
+    digest=sha256:$(sha256_of "$3")
+    location=$(curl -sSf -o /dev/null -w '%header{location}' --cacert "$5" -u "$4" -X POST \
+        "https://$1/v2/$2/blobs/uploads/")
+    case "$location" in /*) location=https://$1$location ;; esac
+    case "$location" in *\?*) location=$location\&digest=$digest ;; *) location=$location?digest=$digest ;; esac
+    curl -sSf -o /dev/null --cacert "$5" -u "$4" -X PUT -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$3" "$location"
+    echo "$digest"
+}
+
+# sign_image REGISTRY REPO DIGEST IDENTITY KEY CREDS CA: a sigstore signature as `cosign sign --key`
+# makes it (simple-signing payload naming IDENTITY and DIGEST, ECDSA/SHA-256 by the PEM private KEY),
+# pushed as the manifest REPO:sha256-<hex>.sig, where CRI-O looks for it.
+sign_image() {
+    local registry=$1 repo=$2 digest=$3 identity=$4 key=$5 creds=$6 ca=$7 tmp signature payload config
+    tmp=$(mktemp -d)
+    printf '{"critical":{"identity":{"docker-reference":"%s"},"image":{"docker-manifest-digest":"%s"},"type":"cosign container image signature"},"optional":null}' \
+        "$identity" "$digest" >"$tmp/payload"
+    signature=$(openssl dgst -sha256 -sign "$key" "$tmp/payload" | base64 -w0)
+    printf '{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$(sha256_of "$tmp/payload")" >"$tmp/config"
+    payload=$(push_blob "$registry" "$repo" "$tmp/payload" "$creds" "$ca")
+    config=$(push_blob "$registry" "$repo" "$tmp/config" "$creds" "$ca")
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"%s","size":%s,"annotations":{"dev.cosignproject.cosign/signature":"%s"}}]}' \
+        "$config" "$(stat -c %s "$tmp/config")" "$payload" "$(stat -c %s "$tmp/payload")" "$signature" >"$tmp/manifest"
+    curl -sSf -o /dev/null --cacert "$ca" -u "$creds" -X PUT \
+        -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$tmp/manifest" \
+        "https://$registry/v2/$repo/manifests/sha256-${digest#sha256:}.sig"
+    rm -rf "$tmp"
+}
+
+# cluster_image_policy DIR NAME SCOPE PUBLIC_KEY: a ClusterImagePolicy dump in DIR requiring a signature
+# by PUBLIC_KEY (PEM) for SCOPE, identities matched by repository (cosign's default payload).
+cluster_image_policy() {
+    mkdir -p "$1"
+    cat >"$1/clusterimagepolicy-$2.yaml" <<YAML
+apiVersion: config.openshift.io/v1
+kind: ClusterImagePolicy
+metadata:
+  name: $2
+spec:
+  scopes: ["$3"]
+  policy:
+    rootOfTrust:
+      policyType: PublicKey
+      publicKey:
+        keyData: $(base64 -w0 "$4")
+    signedIdentity:
+      matchPolicy: MatchRepository
+YAML
+}
+
 # layer_from_dir DIR OUT.tar.{gz,zst}: a layer of DIR's content, with OUT.difftar beside it.
 layer_from_dir() {
     local dir=$1 out=$2
