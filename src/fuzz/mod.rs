@@ -218,7 +218,8 @@ const BLOB_SIZE: u64 = 1000;
 
 /// A 206 answer: the first line is the Content-Type, the second the Content-Range header, the rest
 /// the body (one range, or `multipart/byteranges`). An accepted answer gives each range asked
-/// exactly its length.
+/// exactly its length; a Content-Range accepted as the answer to a resume from the start of
+/// each range asked is exactly the rest of the blob from there.
 pub fn byteranges(data: &[u8]) {
     let mut lines = data.splitn(3, |&b| b == b'\n');
     let (Some(content_type), Some(range), body) = (lines.next(), lines.next(), lines.next()) else {
@@ -234,6 +235,20 @@ pub fn byteranges(data: &[u8]) {
     if let Some(parsed) = byteranges::content_range(range) {
         assert!(parsed.first <= parsed.last, "{range:?}");
         let _ = parsed.len();
+    }
+    for from in RANGES.iter().map(|r| r.start) {
+        if let Ok(answered) = byteranges::resume(range, true, from, BLOB_SIZE) {
+            assert_eq!(
+                (answered.first, answered.last),
+                (from, BLOB_SIZE - 1),
+                "{range:?}"
+            );
+            assert!(
+                answered.complete.is_none_or(|c| c == BLOB_SIZE),
+                "{range:?}"
+            );
+        }
+        assert!(byteranges::resume(range, false, from, BLOB_SIZE).is_err());
     }
     if let Ok(parts) = byteranges::answer(&RANGES, BLOB_SIZE, content_type, range, body) {
         assert_eq!(parts.len(), RANGES.len());

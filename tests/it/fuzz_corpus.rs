@@ -178,6 +178,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         )
         .into(),
     );
+    add(
+        "byteranges",
+        "application/octet-stream\nbytes 20-999/1000\nz".into(),
+    );
     let mut multipart = b"multipart/byteranges; boundary=B\n\n".to_vec();
     for (first, last) in [(0, 9), (20, 29), (100, 199)] {
         multipart.extend_from_slice(
