@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-60}
-ALL_TARGETS=(reference images pull_secret headers manifest layer toc byteranges cluster_dump mirrors pem)
+ALL_TARGETS=(reference images pull_secret headers manifest layer toc byteranges cluster_dump mirrors pem signature_payload rekor_set policy_render)
 read -r -a TARGETS <<<"${TARGETS:-${ALL_TARGETS[*]}}"
 OUT=$PWD/target/fuzz-out
 SEEDS=$PWD/target/fuzz-seeds

@@ -16,13 +16,19 @@ use crate::layers::{self, Compression, Limits, Subtree};
 use crate::plan::keychain::Keychain;
 use crate::plan::mirrors::scope::{covered_len, covers_any_port};
 use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorTable, SourcePolicy};
+use crate::policy::keys::PublicKey;
+use crate::policy::rekor::{self, Signer};
+use crate::policy::spec::ImagePolicySpec;
+use crate::policy::{
+    Attachment, PolicyObject, PolicyResource, RenderedPolicy, check_scope, payload,
+};
 use crate::reference::Reference;
 use crate::registry::byteranges;
 use crate::registry::{Descriptor, auth, parse_manifest};
 use crate::transport::retry::parse_retry_after;
 
 /// The names of every target, as the fuzz binaries and `tests/corpus/<target>/` spell them.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 14] = [
     "reference",
     "images",
     "pull_secret",
@@ -34,6 +40,9 @@ pub const TARGETS: [&str; 11] = [
     "cluster_dump",
     "mirrors",
     "pem",
+    "signature_payload",
+    "rekor_set",
+    "policy_render",
 ];
 
 /// Runs the target called `name` on `data`; false when there is no such target.
@@ -50,6 +59,9 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "cluster_dump" => cluster_dump,
         "mirrors" => mirrors,
         "pem" => pem,
+        "signature_payload" => signature_payload,
+        "rekor_set" => rekor_set,
+        "policy_render" => policy_render,
         _ => return false,
     };
     target(data);
@@ -218,7 +230,8 @@ const BLOB_SIZE: u64 = 1000;
 
 /// A 206 answer: the first line is the Content-Type, the second the Content-Range header, the rest
 /// the body (one range, or `multipart/byteranges`). An accepted answer gives each range asked
-/// exactly its length.
+/// exactly its length; a Content-Range accepted as the answer to a resume from the start of
+/// each range asked is exactly the rest of the blob from there.
 pub fn byteranges(data: &[u8]) {
     let mut lines = data.splitn(3, |&b| b == b'\n');
     let (Some(content_type), Some(range), body) = (lines.next(), lines.next(), lines.next()) else {
@@ -234,6 +247,20 @@ pub fn byteranges(data: &[u8]) {
     if let Some(parsed) = byteranges::content_range(range) {
         assert!(parsed.first <= parsed.last, "{range:?}");
         let _ = parsed.len();
+    }
+    for from in RANGES.iter().map(|r| r.start) {
+        if let Ok(answered) = byteranges::resume(range, true, from, BLOB_SIZE) {
+            assert_eq!(
+                (answered.first, answered.last),
+                (from, BLOB_SIZE - 1),
+                "{range:?}"
+            );
+            assert!(
+                answered.complete.is_none_or(|c| c == BLOB_SIZE),
+                "{range:?}"
+            );
+        }
+        assert!(byteranges::resume(range, false, from, BLOB_SIZE).is_err());
     }
     if let Ok(parts) = byteranges::answer(&RANGES, BLOB_SIZE, content_type, range, body) {
         assert_eq!(parts.len(), RANGES.len());
@@ -392,4 +419,270 @@ pub fn pem(data: &[u8]) {
     assert_eq!(again.certificates, scan.certificates);
     assert_eq!(again.skipped, 0);
     assert_eq!(again.pem, scan.pem);
+}
+
+/// A cosign simple-signing payload (signature-policy §3 step 6). An accepted payload's reference
+/// and digest are the ones the input's JSON holds, and the payload written back from them with
+/// the input's type parses to the same fields.
+pub fn signature_payload(data: &[u8]) {
+    let Ok(parsed) = payload::parse(data) else {
+        return;
+    };
+    let input: Value = serde_json::from_slice(data).expect("an accepted payload is JSON");
+    let critical = &input["critical"];
+    assert_eq!(
+        critical["identity"]["docker-reference"].as_str(),
+        Some(parsed.docker_reference.as_str())
+    );
+    assert_eq!(
+        critical["image"]["docker-manifest-digest"].as_str(),
+        Some(parsed.manifest_digest.as_str())
+    );
+    let written = serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": parsed.docker_reference},
+            "image": {"docker-manifest-digest": parsed.manifest_digest},
+            "type": critical["type"],
+        },
+        "optional": null,
+    });
+    let again = payload::parse(written.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{written} does not parse again: {e}"));
+    assert_eq!(again, parsed);
+}
+
+/// The signature and payload the `rekor_set` target's SETs must name.
+pub const REKOR_SIGNATURE: &[u8] = b"fuzz signature";
+pub const REKOR_PAYLOAD: &[u8] = b"fuzz payload";
+/// The signer a `rekor_set` body names: this P-256 key (made for the target, public only)…
+pub const REKOR_SIGNER_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvQvuID+sEW48mh1Gjomk1M4QNWIq
+d/Eu4YPRpbmYQUEhzI/cosGemGxDTVD8aE858oS+AchQ1qkuKCFHRjt7FA==
+-----END PUBLIC KEY-----
+";
+/// …or, as a Fulcio leaf, these bytes (compared, never parsed as a certificate).
+pub const REKOR_SIGNER_CERTIFICATE: &[u8] = b"fuzz certificate";
+const REKOR_TIME: i64 = 1_700_000_000;
+
+/// The Rekor key of this process: a fresh P-256 pair, so that no input is signed by it unless
+/// the target signs it.
+fn rekor_key() -> &'static (ring::signature::EcdsaKeyPair, PublicKey) {
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    static KEY: std::sync::OnceLock<(EcdsaKeyPair, PublicKey)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .expect("a P-256 key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("its own PKCS#8");
+        // SubjectPublicKeyInfo of a P-256 key: fixed prefix, then the uncompressed point.
+        let mut spki =
+            hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").expect("hex");
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let key = PublicKey::from_spki(&spki).expect("a P-256 SPKI");
+        (pair, key)
+    })
+}
+
+/// The Rekor SET of `dev.sigstore.cosign/bundle` (signature-policy §3 "Rekor SET"). The first
+/// byte picks: even, the rest is a whole SET, which never verifies (no input holds a signature
+/// by this process's Rekor key); odd, the rest is the `hashedrekord` body, put in a SET the
+/// target signs, which verifies only when the body names exactly the expected signature,
+/// payload hash and signer (bit 1: a key, else a certificate). Whatever the input, its
+/// canonical JSON (RFC 8785) re-parsed canonicalizes to the same bytes.
+pub fn rekor_set(data: &[u8]) {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    if let Ok(value) = serde_json::from_slice::<Value>(rest) {
+        let mut canonical = Vec::new();
+        if rekor::canonicalize(&value, &mut canonical).is_ok() {
+            let again: Value = serde_json::from_slice(&canonical)
+                .unwrap_or_else(|e| panic!("canonical output is not JSON: {e}"));
+            let mut twice = Vec::new();
+            rekor::canonicalize(&again, &mut twice).expect("canonical output canonicalizes");
+            assert_eq!(canonical, twice, "canonical JSON is not idempotent");
+        }
+    }
+    let (pair, rekor_key) = rekor_key();
+    let signer_key = PublicKey::from_pem(REKOR_SIGNER_KEY.as_bytes()).expect("the signer key");
+    let signer = if selector & 2 == 0 {
+        Signer::Key(&signer_key)
+    } else {
+        Signer::Certificate(REKOR_SIGNER_CERTIFICATE)
+    };
+    let keys = std::slice::from_ref(rekor_key);
+    if selector % 2 == 0 {
+        let verified = rekor::verify(rest, keys, REKOR_SIGNATURE, REKOR_PAYLOAD, signer);
+        assert!(
+            verified.is_err(),
+            "a SET not signed by the Rekor key verifies"
+        );
+        return;
+    }
+    let set_payload = serde_json::json!({
+        "body": STANDARD.encode(rest),
+        "integratedTime": REKOR_TIME,
+        "logIndex": 1,
+        "logID": "fuzz",
+    });
+    let mut canonical = Vec::new();
+    rekor::canonicalize(&set_payload, &mut canonical).expect("an integer-only payload");
+    let set_signature = pair
+        .sign(&ring::rand::SystemRandom::new(), &canonical)
+        .expect("ECDSA signing");
+    let set = serde_json::json!({
+        "SignedEntryTimestamp": STANDARD.encode(set_signature.as_ref()),
+        "Payload": set_payload,
+    });
+    let set = set.to_string();
+    let verified = rekor::verify(set.as_bytes(), keys, REKOR_SIGNATURE, REKOR_PAYLOAD, signer);
+    if let Ok(time) = verified {
+        assert_eq!(time, REKOR_TIME);
+        let body: Value = serde_json::from_slice(rest).expect("an accepted body is JSON");
+        let spec = &body["spec"];
+        let named = spec["signature"]["content"]
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok());
+        assert_eq!(named.as_deref(), Some(REKOR_SIGNATURE), "{body}");
+        assert_eq!(spec["data"]["hash"]["algorithm"], "sha256", "{body}");
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(REKOR_PAYLOAD));
+        assert_eq!(spec["data"]["hash"]["value"], hash.as_str(), "{body}");
+    }
+}
+
+/// References looked up whatever the input.
+const POLICY_REFERENCES: [&str; 3] = [
+    "quay.io/openshift/capi-aws:v1",
+    "registry.example.com:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "busybox",
+];
+
+/// Policy objects, attachments and references as one JSON array of objects: `{"kind":
+/// "ClusterImagePolicy"|"ImagePolicy", "namespace", "name", "spec"}`, `{"kind": "Attachment",
+/// "mediaType", "payload" (text), "annotations"}`, `{"kind": "Reference", "reference"}`,
+/// `{"kind": "Manifest", "manifest" (text)}` (the image's manifest, `{}` without one). The
+/// policies are rendered for the first ImagePolicy's namespace.
+///
+/// Invariants (signature-policy §2.2, §2.4, §3): a reference written as a rendered scope, or
+/// under one, finds a scope (never the accept-anything default); and a requirement whose spec
+/// failed to build rejects every image under its scope.
+pub fn policy_render(data: &[u8]) {
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let text = |item: &Value, name: &str| item[name].as_str().unwrap_or_default().to_string();
+    let (mut cluster, mut namespaced, mut attachments) = (Vec::new(), Vec::new(), Vec::new());
+    let mut references: Vec<String> = POLICY_REFERENCES.map(String::from).to_vec();
+    let mut manifest = "{}".to_string();
+    for item in &items {
+        let object = match item["kind"].as_str() {
+            Some("ClusterImagePolicy") => PolicyObject::ClusterImagePolicy {
+                name: text(item, "name"),
+            },
+            Some("ImagePolicy") => PolicyObject::ImagePolicy {
+                namespace: text(item, "namespace"),
+                name: text(item, "name"),
+            },
+            Some("Attachment") => {
+                let annotations = serde_json::from_value(item["annotations"].clone());
+                attachments.push(Attachment {
+                    media_type: text(item, "mediaType"),
+                    payload: text(item, "payload").into_bytes(),
+                    annotations: annotations.unwrap_or_default(),
+                });
+                continue;
+            }
+            Some("Reference") => {
+                references.push(text(item, "reference"));
+                continue;
+            }
+            Some("Manifest") => {
+                manifest = text(item, "manifest");
+                continue;
+            }
+            _ => continue,
+        };
+        let Ok(spec) = serde_json::from_value::<ImagePolicySpec>(item["spec"].clone()) else {
+            continue;
+        };
+        let resource = PolicyResource { object, spec };
+        match resource.object {
+            PolicyObject::ClusterImagePolicy { .. } => cluster.push(resource),
+            PolicyObject::ImagePolicy { .. } => namespaced.push(resource),
+        }
+    }
+    let namespace = namespaced
+        .iter()
+        .find_map(|r| match &r.object {
+            PolicyObject::ImagePolicy { namespace, .. } => Some(namespace.clone()),
+            PolicyObject::ClusterImagePolicy { .. } => None,
+        })
+        .unwrap_or_default();
+    let rendered = RenderedPolicy::render(&cluster, &namespace, &namespaced);
+
+    let in_namespace = |r: &&PolicyResource| match &r.object {
+        PolicyObject::ImagePolicy { namespace: ns, .. } => *ns == namespace,
+        PolicyObject::ClusterImagePolicy { .. } => true,
+    };
+    let scopes = cluster
+        .iter()
+        .chain(&namespaced)
+        .filter(in_namespace)
+        .flat_map(|r| &r.spec.scopes);
+    for scope in scopes {
+        for (text, image) in inside(scope) {
+            assert!(
+                rendered.lookup(&image).is_some(),
+                "{text} is under the scope {scope:?} yet finds no scope"
+            );
+        }
+    }
+
+    for text in &references {
+        let Ok(image) = Reference::parse(text) else {
+            continue;
+        };
+        let Some((scope, requirements)) = rendered.lookup(&image) else {
+            continue;
+        };
+        let checked = check_scope(
+            scope,
+            requirements,
+            &image,
+            manifest.as_bytes(),
+            &attachments,
+        );
+        if requirements.iter().any(|r| r.requirement.is_err()) {
+            assert!(
+                checked.is_err(),
+                "{image} accepted under {scope} with a requirement that failed to build"
+            );
+        }
+    }
+}
+
+/// References a scope names: the scope itself when it is a reference written the normalised way
+/// (tag or digest, not both: the node refuses both), and a repository under it.
+fn inside(scope: &str) -> Vec<(String, Reference)> {
+    let mut texts = Vec::new();
+    match scope.strip_prefix("*.") {
+        Some(domain) if !domain.contains([':', '/']) => texts.push(format!("fuzz.{domain}/x:1")),
+        Some(_) => {}
+        None => {
+            texts.push(scope.to_string());
+            texts.push(format!("{scope}/x:1"));
+        }
+    }
+    texts
+        .into_iter()
+        .filter_map(|text| {
+            let image = Reference::parse(&text).ok()?;
+            let written_so = image.to_string() == text;
+            let both = image.tag.is_some() && image.digest.is_some();
+            (written_so && !both).then_some((text, image))
+        })
+        .collect()
 }

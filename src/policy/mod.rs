@@ -7,9 +7,10 @@
 //! bits, SET payload numbers integers only, a PKI hostname with `*` matches nothing.
 
 mod certificate;
-mod keys;
-mod payload;
-mod rekor;
+// Crate-visible for the fuzz targets (`crate::fuzz`) only.
+pub(crate) mod keys;
+pub(crate) mod payload;
+pub(crate) mod rekor;
 mod render;
 mod requirement;
 pub mod spec;

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use thiserror::Error;
 use tokio::sync::mpsc;
 
+use super::byteranges;
 use super::digest::{Digester, verify};
 use super::{Descriptor, RegistryClient, RegistryError, Source, body_error, header_text};
 use crate::error::error_chain;
@@ -135,7 +135,8 @@ impl RegistryClient {
                 _ => (received, size),
             };
             let wrong = if response.status() == StatusCode::PARTIAL_CONTENT {
-                check_content_range(response.headers(), ranged, received, size).err()
+                let value = header_text(response.headers(), CONTENT_RANGE);
+                byteranges::resume(&value, ranged, received, size).err()
             } else {
                 None
             }
@@ -288,44 +289,6 @@ impl Outlet {
     }
 }
 
-/// Why a 206 does not answer a resume.
-#[derive(Debug, Error)]
-enum ResumeRangeError {
-    #[error("206 ({0:?}) to a request for the whole blob")]
-    Unasked(String),
-    #[error("Content-Range {value:?} does not answer a resume from byte {from} of {size}")]
-    Wrong { value: String, from: u64, size: u64 },
-}
-
-/// A 206 must answer a Range request with `Content-Range: bytes FROM-LAST/TOTAL`, starting where the
-/// download stopped and running to the blob's end (TOTAL may be `*`).
-fn check_content_range(
-    headers: &HeaderMap,
-    ranged: bool,
-    from: u64,
-    size: u64,
-) -> Result<(), ResumeRangeError> {
-    let value = header_text(headers, CONTENT_RANGE);
-    if !ranged {
-        return Err(ResumeRangeError::Unasked(value));
-    }
-    let parsed = value.strip_prefix("bytes ").and_then(|rest| {
-        let (range, total) = rest.split_once('/')?;
-        let (first, last) = range.split_once('-')?;
-        Some((first.parse::<u64>().ok()?, last.parse::<u64>().ok()?, total))
-    });
-    match parsed {
-        Some((first, last, total))
-            if first == from
-                && last.checked_add(1) == Some(size)
-                && (total == "*" || total.parse::<u64>() == Ok(size)) =>
-        {
-            Ok(())
-        }
-        _ => Err(ResumeRangeError::Wrong { value, from, size }),
-    }
-}
-
 /// Logs a long download's progress every few seconds, so a slow pull shows it is alive.
 struct Progress {
     started: std::time::Instant,
@@ -469,33 +432,6 @@ mod tests {
         assert_eq!(
             out, b"abc",
             "ends at the marker, with the sender still open"
-        );
-    }
-
-    #[test]
-    fn a_resume_must_start_where_the_download_stopped_and_run_to_the_end() {
-        let headers = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_RANGE, HeaderValue::from_str(value).unwrap());
-            headers
-        };
-        assert!(check_content_range(&headers("bytes 100-999/1000"), true, 100, 1000).is_ok());
-        assert!(check_content_range(&headers("bytes 100-999/*"), true, 100, 1000).is_ok());
-        for wrong in [
-            "bytes 0-999/1000",
-            "bytes 100-998/1000",
-            "bytes 100-999/1001",
-            "bytes 100-/1000",
-            "100-999/1000",
-        ] {
-            assert!(
-                check_content_range(&headers(wrong), true, 100, 1000).is_err(),
-                "{wrong}"
-            );
-        }
-        assert!(
-            check_content_range(&headers("bytes 0-999/1000"), false, 0, 1000).is_err(),
-            "a 206 to a request without Range"
         );
     }
 }

@@ -128,6 +128,40 @@ pub(crate) fn content_range(text: &str) -> Option<ContentRange> {
     })
 }
 
+/// Why a 206 does not answer a resume.
+#[derive(Debug, Error)]
+pub(crate) enum ResumeRangeError {
+    #[error("206 ({0:?}) to a request for the whole blob")]
+    Unasked(String),
+    #[error("Content-Range {value:?} does not answer a resume from byte {from} of {size}")]
+    Wrong { value: String, from: u64, size: u64 },
+}
+
+/// A 206 must answer a resume (`Range: bytes=FROM-`, sent when `ranged`) with the Content-Range
+/// `bytes FROM-LAST/TOTAL`, starting where the download stopped and running to the blob's end
+/// (TOTAL may be `*`); the range it answers.
+pub(crate) fn resume(
+    value: &str,
+    ranged: bool,
+    from: u64,
+    size: u64,
+) -> Result<ContentRange, ResumeRangeError> {
+    if !ranged {
+        return Err(ResumeRangeError::Unasked(value.to_string()));
+    }
+    content_range(value)
+        .filter(|range| {
+            range.first == from
+                && range.last.checked_add(1) == Some(size)
+                && range.complete.is_none_or(|total| total == size)
+        })
+        .ok_or_else(|| ResumeRangeError::Wrong {
+            value: value.to_string(),
+            from,
+            size,
+        })
+}
+
 /// The boundary of a `multipart/byteranges` content type; None for any other type.
 pub(crate) fn boundary(content_type: &str) -> Option<String> {
     let mut fields = content_type.split(';');
@@ -236,6 +270,25 @@ mod tests {
         ] {
             assert_eq!(content_range(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_resume_must_start_where_the_download_stopped_and_run_to_the_end() {
+        assert!(resume("bytes 100-999/1000", true, 100, 1000).is_ok());
+        assert!(resume("bytes 100-999/*", true, 100, 1000).is_ok());
+        for wrong in [
+            "bytes 0-999/1000",
+            "bytes 100-998/1000",
+            "bytes 100-999/1001",
+            "bytes 100-/1000",
+            "100-999/1000",
+        ] {
+            assert!(resume(wrong, true, 100, 1000).is_err(), "{wrong}");
+        }
+        assert!(
+            resume("bytes 0-999/1000", false, 0, 1000).is_err(),
+            "a 206 to a request without Range"
+        );
     }
 
     #[test]

@@ -178,6 +178,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         )
         .into(),
     );
+    add(
+        "byteranges",
+        "application/octet-stream\nbytes 20-999/1000\nz".into(),
+    );
     let mut multipart = b"multipart/byteranges; boundary=B\n\n".to_vec();
     for (first, last) in [(0, 9), (20, 29), (100, 199)] {
         multipart.extend_from_slice(
@@ -230,7 +234,132 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     bundle.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
     add("pem", ca);
     add("pem", bundle);
+
+    policy_seeds(&mut add);
     seeds
+}
+
+const PAYLOAD_TYPE: &str = "cosign container image signature";
+
+/// Seeds of the policy targets: small ones made here, and the golden sigstore vectors' payloads,
+/// SETs and signatures when the vectors are at hand.
+fn policy_seeds(add: &mut impl FnMut(&'static str, Vec<u8>)) {
+    let payload = |optional: serde_json::Value| {
+        json!({"critical": {"identity": {"docker-reference": "quay.io/openshift/capi-aws:v1"},
+            "image": {"docker-manifest-digest": DIGEST}, "type": PAYLOAD_TYPE}, "optional": optional})
+    };
+    add("signature_payload", payload(json!(null)).to_string().into());
+    let with_optional = payload(json!({"creator": "c", "timestamp": 1_657_296_609, "other": [1]}));
+    add("signature_payload", with_optional.to_string().into());
+
+    let pem_block = |label: &str, der: &[u8]| {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            base64_encode(der)
+        )
+    };
+    let body = |public_key: &str| {
+        json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": sha256_hex(fuzz::REKOR_PAYLOAD)}},
+            "signature": {"content": base64_encode(fuzz::REKOR_SIGNATURE),
+                "publicKey": {"content": base64_encode(public_key.as_bytes())}}}})
+        .to_string()
+    };
+    add(
+        "rekor_set",
+        with_selector(1, body(fuzz::REKOR_SIGNER_KEY).as_bytes()),
+    );
+    let certificate = pem_block("CERTIFICATE", fuzz::REKOR_SIGNER_CERTIFICATE);
+    add("rekor_set", with_selector(3, body(&certificate).as_bytes()));
+    let set = json!({"SignedEntryTimestamp": base64_encode(b"not a signature"), "Payload": {
+        "body": base64_encode(body(fuzz::REKOR_SIGNER_KEY).as_bytes()),
+        "integratedTime": 1_674_247_893, "logIndex": 7, "logID": "00"}});
+    add("rekor_set", with_selector(0, set.to_string().as_bytes()));
+
+    let key_data = base64_encode(fuzz::REKOR_SIGNER_KEY.as_bytes());
+    let public_key = |scopes: serde_json::Value| {
+        json!({"scopes": scopes, "policy": {"rootOfTrust": {"policyType": "PublicKey",
+            "publicKey": {"keyData": key_data}}, "signedIdentity": {"matchPolicy": "MatchRepository"}}})
+    };
+    let broken = json!({"scopes": ["registry.example.com:5000/a"], "policy": {"rootOfTrust": {
+        "policyType": "FulcioCAWithRekor", "fulcioCAWithRekor": {"fulcioCAData": "Y2E=",
+        "rekorKeyData": "cms=", "fulcioSubject": {"oidcIssuer": "https://i", "signedEmail": "a@b"}}}}});
+    let signature = json!({"kind": "Attachment", "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "payload": payload(json!(null)).to_string(),
+        "annotations": {"dev.cosignproject.cosign/signature": base64_encode(b"not a signature")}});
+    let policies = json!([
+        {"kind": "ClusterImagePolicy", "name": "release", "spec": public_key(json!(["quay.io/openshift", "*.example.com"]))},
+        {"kind": "ClusterImagePolicy", "name": "broken", "spec": broken},
+        {"kind": "ImagePolicy", "namespace": "ns", "name": "own",
+            "spec": public_key(json!(["quay.io/openshift/capi-aws", "own.io/x:1", "h.example.com:5000/x"]))},
+        {"kind": "ImagePolicy", "namespace": "other", "name": "theirs", "spec": public_key(json!(["their.io"]))},
+        signature,
+        {"kind": "Reference", "reference": "own.io/x:1"},
+        {"kind": "Reference", "reference": format!("a.example.com/x@{DIGEST}")},
+    ]);
+    add("policy_render", policies.to_string().into());
+
+    let Some(dir) = crate::policy_vectors::vectors() else {
+        return;
+    };
+    let read = |name: &str| fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    add("signature_payload", read("rekor-payload"));
+    let set = read("rekor-set");
+    add("rekor_set", with_selector(0, &set));
+    let set: serde_json::Value = serde_json::from_slice(&set).unwrap();
+    let body = base64_decode(set["Payload"]["body"].as_str().unwrap());
+    add("rekor_set", with_selector(1, &body));
+    add("rekor_set", with_selector(3, &body));
+    let rekor_key = base64_encode(&read("rekor.pub"));
+    for (image, key, rekor) in [
+        ("dir-img-cosign-valid", "cosign.pub", None),
+        (
+            "dir-img-cosign-key-rekor-valid",
+            "cosign2.pub",
+            Some(rekor_key),
+        ),
+    ] {
+        let key = base64_encode(&read(key));
+        let signature = read(&format!("{image}/signature-1"));
+        let signature: serde_json::Value =
+            serde_json::from_slice(signature.strip_prefix(b"\x00sigstore-json\n").unwrap())
+                .unwrap();
+        let payload = base64_decode(signature["payload"].as_str().unwrap());
+        add("signature_payload", payload.clone());
+        let annotations = &signature["annotations"];
+        if let Some(bundle) = annotations["dev.sigstore.cosign/bundle"].as_str() {
+            add("rekor_set", with_selector(0, bundle.as_bytes()));
+        }
+        let signed: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let critical = &signed["critical"];
+        let name = critical["identity"]["docker-reference"].as_str().unwrap();
+        let digest = critical["image"]["docker-manifest-digest"]
+            .as_str()
+            .unwrap();
+        let manifest = String::from_utf8(read(&format!("{image}/manifest.json"))).unwrap();
+        let spec = json!({"scopes": [name], "policy": {"rootOfTrust": {"policyType": "PublicKey",
+            "publicKey": {"keyData": key, "rekorKeyData": rekor}}, "signedIdentity": {"matchPolicy": "MatchRepository"}}});
+        let policies = json!([
+            {"kind": "ClusterImagePolicy", "name": image, "spec": spec},
+            {"kind": "Attachment", "mediaType": signature["mimeType"], "annotations": annotations,
+                "payload": String::from_utf8(payload).unwrap()},
+            {"kind": "Reference", "reference": format!("{name}@{digest}")},
+            {"kind": "Manifest", "manifest": manifest},
+        ]);
+        add("policy_render", policies.to_string().into());
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
 
 fn base64_encode(data: &[u8]) -> String {

@@ -35,7 +35,7 @@ const ISSUER: &str = "https://github.com/login/oauth";
 const EMAIL: &str = "mitr@redhat.com";
 
 /// The vectors' folder; `None` (the test says so and passes) only outside CI.
-fn vectors() -> Option<PathBuf> {
+pub(crate) fn vectors() -> Option<PathBuf> {
     let dir = std::env::var_os("SIGSTORE_VECTORS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
