@@ -99,6 +99,78 @@ fn pull_secret(encoded: &str) -> Value {
     })
 }
 
+/// The namespace whose ImagePolicies are read (the binary's default `--namespace`).
+const POLICY_NAMESPACE: &str = cluster::DEFAULT_NAMESPACE;
+
+/// A ClusterImagePolicy (`namespace` None) or an ImagePolicy at `version`, with a PublicKey root
+/// whose keyData is `key_pem` (not parsed when read).
+fn image_policy(
+    version: &str,
+    namespace: Option<&str>,
+    name: &str,
+    scopes: &[&str],
+    key_pem: &str,
+) -> Value {
+    let (kind, metadata) = match namespace {
+        Some(ns) => ("ImagePolicy", json!({"name": name, "namespace": ns})),
+        None => ("ClusterImagePolicy", json!({"name": name})),
+    };
+    json!({
+        "apiVersion": format!("config.openshift.io/{version}"), "kind": kind,
+        "metadata": metadata,
+        "spec": {"scopes": scopes, "policy": {
+            "rootOfTrust": {"policyType": "PublicKey",
+                            "publicKey": {"keyData": BASE64.encode(key_pem)}},
+            "signedIdentity": {"matchPolicy": "MatchRepository"}}}
+    })
+}
+
+/// The objects read, as `Kind name` / `Kind namespace/name`, with their scopes.
+fn policies_of(config: &ClusterConfig) -> Vec<(String, Vec<String>)> {
+    config
+        .image_policies
+        .iter()
+        .map(|p| (p.object.to_string(), p.spec.scopes.clone()))
+        .collect()
+}
+
+/// The policy lists a read with `policy_namespace` makes at `version`.
+fn policy_requests(version: &str) -> Vec<ApiRequest> {
+    vec![
+        ApiRequest::new(
+            "list",
+            "config.openshift.io",
+            version,
+            "clusterimagepolicies",
+            None,
+            None,
+        ),
+        ApiRequest::new(
+            "list",
+            "config.openshift.io",
+            version,
+            "imagepolicies",
+            Some(POLICY_NAMESPACE),
+            None,
+        ),
+    ]
+}
+
+fn read_api_with_policy(api: &ApiServer) -> Result<ClusterConfig, ClusterError> {
+    let extras = cluster::Extras {
+        policy_namespace: Some(POLICY_NAMESPACE.into()),
+        ..cluster::Extras::default()
+    };
+    runtime().block_on(cluster::read_with_extras(
+        &ClusterSource::Api {
+            kubeconfig: Some(api.kubeconfig()),
+        },
+        &Proxies::none(),
+        cluster::DEFAULT_CALL_TIMEOUT,
+        &extras,
+    ))
+}
+
 fn mirrors_of(config: &ClusterConfig) -> Vec<(MirrorKind, String, Vec<Rule>)> {
     config
         .mirror_objects
@@ -437,7 +509,11 @@ fn api_nothing_installed_extract_pulls_plainly_and_exits_0() {
             run.stderr
         );
     }
-    assert_eq!(api.sorted_requests(), sorted(base_requests()));
+    // The signature policy is asked for at v1, then v1alpha1 (signature-policy §1).
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    expected.extend(policy_requests("v1alpha1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
 }
 
 /// Any answer but a 404 on any cluster read (403, 500, or no answer within the call timeout)
@@ -504,10 +580,22 @@ fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
             "get",
             "ConfigMap openshift-cluster-api-operator/capi-installer-images",
         ),
+        // Issue 16 item 1 (signature-policy §1).
+        (
+            "/apis/config.openshift.io/v1/clusterimagepolicies",
+            "list",
+            "clusterimagepolicies.config.openshift.io",
+        ),
+        (
+            "/apis/config.openshift.io/v1/namespaces/openshift-cluster-api-operator/imagepolicies",
+            "list",
+            "imagepolicies.config.openshift.io in namespace openshift-cluster-api-operator",
+        ),
     ];
     let extras = cluster::Extras {
         image_list_namespace: Some(cluster::DEFAULT_NAMESPACE.into()),
         cluster_proxy: cluster::ClusterProxyRead::Always,
+        policy_namespace: Some(cluster::DEFAULT_NAMESPACE.into()),
     };
     let faults = [
         (Fault::Forbidden, "HTTP 403 Forbidden: "),
@@ -520,6 +608,7 @@ fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
         for (fault, cause_start) in &faults {
             let api = ApiServer::start();
             api.serve_openshift();
+            api.serve_image_policies("v1");
             api.put(image(
                 json!({"additionalTrustedCA": {"name": "registry-cas"}}),
             ));
@@ -1504,4 +1593,175 @@ fn dir_that_does_not_exist_is_a_dump_error() {
         Err(ClusterError::Dump { path, .. }) => assert_eq!(path, missing),
         other => panic!("expected a dump error, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signature policy (issue 16 item 1)
+
+/// signature-policy §1: every ClusterImagePolicy (cluster-scoped) and the ImagePolicies of the
+/// namespace only, from `config.openshift.io/v1`, one list each (what the RBAC grants).
+#[test]
+fn api_signature_policies_cluster_wide_and_of_the_namespace_only() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1");
+    api.put(image_policy(
+        "v1",
+        None,
+        "openshift",
+        &["quay.io/openshift-release-dev"],
+        "k",
+    ));
+    api.put(image_policy(
+        "v1",
+        None,
+        "extra",
+        &["mirror.local/a", "*.example.com"],
+        "k",
+    ));
+    api.put(image_policy(
+        "v1",
+        Some(POLICY_NAMESPACE),
+        "mine",
+        &["own.io/x"],
+        "k",
+    ));
+    api.put(image_policy(
+        "v1",
+        Some("elsewhere"),
+        "theirs",
+        &["their.io"],
+        "k",
+    ));
+
+    let config = read_api_with_policy(&api).expect("read");
+    assert_eq!(
+        policies_of(&config),
+        [
+            (
+                "ClusterImagePolicy extra".to_string(),
+                vec!["mirror.local/a".to_string(), "*.example.com".to_string()]
+            ),
+            (
+                "ClusterImagePolicy openshift".to_string(),
+                vec!["quay.io/openshift-release-dev".to_string()]
+            ),
+            (
+                format!("ImagePolicy {POLICY_NAMESPACE}/mine"),
+                vec!["own.io/x".to_string()]
+            ),
+        ]
+    );
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
+}
+
+/// signature-policy §1: 4.16–4.19 serve the kinds as v1alpha1 only (same fields): v1 answers
+/// 404, the read falls back to v1alpha1 for each kind.
+#[test]
+fn api_signature_policies_fall_back_to_v1alpha1() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1alpha1");
+    api.put(image_policy("v1alpha1", None, "old", &["quay.io/x"], "k"));
+    api.put(image_policy(
+        "v1alpha1",
+        Some(POLICY_NAMESPACE),
+        "ns",
+        &["own.io"],
+        "k",
+    ));
+
+    let config = read_api_with_policy(&api).expect("read");
+    assert_eq!(
+        policies_of(&config),
+        [
+            (
+                "ClusterImagePolicy old".to_string(),
+                vec!["quay.io/x".to_string()]
+            ),
+            (
+                format!("ImagePolicy {POLICY_NAMESPACE}/ns"),
+                vec!["own.io".to_string()]
+            ),
+        ]
+    );
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    expected.extend(policy_requests("v1alpha1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
+}
+
+/// signature-policy §1: neither version served (≤ 4.15, or the gate off) is no policy, with a
+/// note per kind; not an error.
+#[test]
+fn api_signature_policy_crds_missing_is_no_policy_with_a_note() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    let config = read_api_with_policy(&api).expect("read");
+    assert!(config.image_policies.is_empty());
+    for note in [
+        "clusterimagepolicies.config.openshift.io: not served by the cluster (neither v1 nor \
+         v1alpha1; CRD not installed); no signature policy from it"
+            .to_string(),
+        format!(
+            "imagepolicies.config.openshift.io in namespace {POLICY_NAMESPACE}: not served by the \
+             cluster (neither v1 nor v1alpha1; CRD not installed); no signature policy from it"
+        ),
+    ] {
+        assert!(
+            config.notes.contains(&note),
+            "{note:?} in {:?}",
+            config.notes
+        );
+    }
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    expected.extend(policy_requests("v1alpha1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
+}
+
+/// signature-policy §1 + design exit codes: v1 absent, v1alpha1 refused (403) is an API error
+/// naming the v1alpha1 read, exit 3; never "no policy".
+#[test]
+fn api_signature_policy_v1alpha1_refused_is_an_api_error() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1alpha1");
+    api.fail(
+        "/apis/config.openshift.io/v1alpha1/clusterimagepolicies",
+        Fault::Forbidden,
+    );
+    let error = read_api_with_policy(&api).expect_err("403 must fail the read");
+    assert_eq!(error.exit_code(), 3);
+    let (verb, resource, cause) = api_error(Err(error));
+    assert_eq!(
+        (verb, resource.as_str()),
+        ("list", "clusterimagepolicies.v1alpha1.config.openshift.io")
+    );
+    assert!(cause.starts_with("HTTP 403 Forbidden: "), "{cause}");
+}
+
+/// signature-policy §1: a spec the API would not hold (no policy) fails the read naming the
+/// object, exit 3, rather than dropping a policy.
+#[test]
+fn api_malformed_signature_policy_is_an_api_error_naming_it() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1");
+    api.put(
+        json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterImagePolicy",
+                   "metadata": {"name": "broken"}, "spec": {"scopes": ["quay.io"]}}),
+    );
+    let (verb, resource, cause) = api_error(read_api_with_policy(&api));
+    assert_eq!(
+        (verb, resource.as_str()),
+        ("list", "clusterimagepolicies.config.openshift.io")
+    );
+    assert!(
+        cause.starts_with("malformed object: ClusterImagePolicy broken: "),
+        "{cause}"
+    );
+    assert!(cause.contains("policy"), "{cause}");
 }

@@ -404,6 +404,7 @@ fn recorded_requests() -> Vec<ApiRequest> {
     let extras = cluster::Extras {
         image_list_namespace: Some(OPERATOR_NAMESPACE.into()),
         cluster_proxy: cluster::ClusterProxyRead::Always,
+        policy_namespace: Some(OPERATOR_NAMESPACE.into()),
     };
     let config = runtime
         .block_on(cluster::read_with_extras(
