@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::{
-    ApiRequest, ApiServer, Extract, Fault, Image, Layer, Pki, Registry, RegistryOpts, index_image,
-    provider_layer, read_index,
+    ApiRequest, ApiServer, Extract, Fault, Image, Layer, Pki, Registry, RegistryOpts, Run,
+    index_image, provider_layer, read_index,
 };
 use provider_images::cluster::{self, CaBundle, ClusterConfig, ClusterError, ClusterSource};
 use provider_images::error::ExitStatus;
@@ -1764,4 +1764,205 @@ fn api_malformed_signature_policy_is_an_api_error_naming_it() {
         "{cause}"
     );
     assert!(cause.contains("policy"), "{cause}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `resolve` names the signature policy (issue 16 item 7)
+
+/// A real public key (P-256), so that the rendered requirement parses.
+fn public_key_pem() -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(Pki::new().key_pem())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The lines `resolve` printed for `reference`, up to the blank line after them.
+fn resolved_block<'a>(stdout: &'a str, reference: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .skip_while(|line| *line != reference)
+        .take_while(|line| !line.is_empty())
+        .collect()
+}
+
+const RELEASE: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:\
+                       0000000000000000000000000000000000000000000000000000000000000000";
+const OWN: &str = "own.io/capi/aws:v1";
+const THEIRS: &str = "their.io/x:v1";
+const UNSCOPED: &str = "docker.io/library/busybox:1";
+
+/// A dump with the default `openshift` ClusterImagePolicy (no signedIdentity), an ImagePolicy
+/// in the default namespace (and one of its scopes covered by the CIP), one in another.
+fn policy_dump(dir: &Path) {
+    let key = public_key_pem();
+    let mut release = image_policy(
+        "v1",
+        None,
+        "openshift",
+        &["quay.io/openshift-release-dev"],
+        &key,
+    );
+    release["spec"]["policy"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signedIdentity");
+    write(dir, "cip.json", &release.to_string());
+    let mine = image_policy(
+        "v1",
+        Some(POLICY_NAMESPACE),
+        "mine",
+        &[
+            "own.io/capi",
+            "quay.io/openshift-release-dev/ocp-v4.0-art-dev",
+        ],
+        &key,
+    );
+    write(dir, "mine.json", &mine.to_string());
+    let theirs = image_policy("v1alpha1", Some("elsewhere"), "theirs", &["their.io"], &key);
+    write(dir, "theirs.json", &theirs.to_string());
+}
+
+/// signature-policy §3 lookup and §2.4: per reference, the scope and every requirement
+/// (object, root of trust, match policy) of the ClusterImagePolicy or of the `--namespace`
+/// ImagePolicy that applies; another namespace's ImagePolicy does not apply; a dropped
+/// ImagePolicy scope is noted. Text and JSON.
+#[test]
+fn resolve_names_the_signature_policy_that_applies() {
+    let dump = tempfile::tempdir().unwrap();
+    policy_dump(dump.path());
+    let text = Run::new()
+        .args(["resolve", "--cluster-dir"])
+        .arg(dump.path())
+        .args([RELEASE, OWN, THEIRS, UNSCOPED])
+        .run();
+    text.assert_code(0);
+    let out = &text.stdout;
+    let has = |reference: &str, lines: &[&str]| {
+        let block = resolved_block(out, reference);
+        for line in lines {
+            assert!(block.contains(line), "{line:?} not in {block:#?}\n{out}");
+        }
+    };
+    has(
+        RELEASE,
+        &[
+            "  signature policy: scope quay.io/openshift-release-dev, all required:",
+            "       ClusterImagePolicy openshift: PublicKey, MatchRepoDigestOrExact",
+        ],
+    );
+    has(
+        OWN,
+        &[
+            "  signature policy: scope own.io/capi, all required:",
+            "       ImagePolicy openshift-cluster-api-operator/mine: PublicKey, MatchRepository",
+        ],
+    );
+    has(THEIRS, &["  no signature policy applies"]);
+    has(UNSCOPED, &["  no signature policy applies"]);
+    let dropped = "note: ImagePolicy openshift-cluster-api-operator/mine scope \
+                   quay.io/openshift-release-dev/ocp-v4.0-art-dev ignored: ClusterImagePolicy \
+                   scope quay.io/openshift-release-dev covers it (the MCO marks it Pending)";
+    assert!(out.lines().any(|l| l == dropped), "{dropped:?} in\n{out}");
+
+    let json = Run::new()
+        .args(["resolve", "--format", "json", "--cluster-dir"])
+        .arg(dump.path())
+        .args([RELEASE, OWN, THEIRS])
+        .run();
+    json.assert_code(0);
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    let policy_of = |reference: &str| {
+        let images = report["images"].as_array().unwrap();
+        let image = images.iter().find(|i| i["ref"] == reference).unwrap();
+        image["signaturePolicy"].clone()
+    };
+    assert_eq!(
+        policy_of(RELEASE),
+        json!({"status": "applies", "scope": "quay.io/openshift-release-dev", "requirements": [
+            {"object": "ClusterImagePolicy openshift", "rootOfTrust": "PublicKey",
+             "matchPolicy": "MatchRepoDigestOrExact"}]})
+    );
+    assert_eq!(
+        policy_of(OWN)["requirements"][0]["object"],
+        "ImagePolicy openshift-cluster-api-operator/mine"
+    );
+    assert_eq!(policy_of(THEIRS), json!({"status": "none"}));
+
+    // Under `--namespace elsewhere`, that namespace's ImagePolicy applies instead.
+    let other = Run::new()
+        .args(["resolve", "--namespace", "elsewhere", "--cluster-dir"])
+        .arg(dump.path())
+        .args([OWN, THEIRS])
+        .run();
+    other.assert_code(0);
+    assert!(
+        resolved_block(&other.stdout, OWN).contains(&"  no signature policy applies"),
+        "{}",
+        other.stdout
+    );
+    assert!(
+        resolved_block(&other.stdout, THEIRS)
+            .contains(&"       ImagePolicy elsewhere/theirs: PublicKey, MatchRepository"),
+        "{}",
+        other.stdout
+    );
+}
+
+/// signature-policy §2.3 through the binary: a ClusterImagePolicy scope outside
+/// allowedRegistries makes `resolve` show the requirement that rejects every image under it.
+#[test]
+fn resolve_shows_a_scope_the_mco_refuses_to_render() {
+    let dump = tempfile::tempdir().unwrap();
+    policy_dump(dump.path());
+    let image_config = image(json!({"registrySources": {"allowedRegistries": ["own.io"]}}));
+    write(dump.path(), "image.json", &image_config.to_string());
+    let run = Run::new()
+        .args(["resolve", "--cluster-dir"])
+        .arg(dump.path())
+        .arg(RELEASE)
+        .run();
+    run.assert_code(0);
+    let block = resolved_block(&run.stdout, RELEASE);
+    let refused = "       ClusterImagePolicy openshift: rejects every image: the policy cannot \
+                   be evaluated";
+    let line = block
+        .iter()
+        .find(|line| line.starts_with("       ClusterImagePolicy openshift: rejects"))
+        .unwrap_or_else(|| panic!("no refusal in {block:#?}"));
+    assert!(
+        line.contains(
+            "the MCO refuses to render scope quay.io/openshift-release-dev of ClusterImagePolicy \
+             openshift: it is not nested in any allowedRegistries entry (own.io)"
+        ) && line.contains("the node keeps its previous policy"),
+        "{line} (wanted like {refused})"
+    );
+}
+
+/// Issue 16 item 1: with `--no-cluster` nothing says what the node would check.
+#[test]
+fn resolve_without_cluster_says_the_signature_policy_is_unknown() {
+    let text = Run::new().args(["resolve", "--no-cluster", OWN]).run();
+    text.assert_code(0);
+    assert!(
+        resolved_block(&text.stdout, OWN).contains(&"  signature policy unknown (no cluster read)"),
+        "{}",
+        text.stdout
+    );
+    let json = Run::new()
+        .args(["resolve", "--no-cluster", "--format", "json", OWN])
+        .run();
+    json.assert_code(0);
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        report["images"][0]["signaturePolicy"],
+        json!({"status": "unknown"})
+    );
 }
