@@ -1,5 +1,6 @@
 //! `provider-images resolve`: the plan for each reference — every pull source in order, the rule that put
-//! it there, whether it may be contacted, and which credential and CAs apply — without pulling anything.
+//! it there, whether it may be contacted, which credential and CAs apply, and the signature policy
+//! the node would check it against — without pulling anything.
 //! The text form is for an admin debugging a disconnected install; `--format json` is for machines.
 
 use std::fmt::Write as _;
@@ -10,6 +11,8 @@ use crate::cluster::ProxyOrigin;
 use crate::images::ImageEntry;
 use crate::plan::mirrors::{self, MirrorKind, SourceOrigin};
 use crate::plan::{PlannedSource, Planner};
+use crate::policy::{RenderedPolicy, SignedIdentity, TrustRoot};
+use crate::reference::Reference;
 use crate::setup::Setup;
 use crate::transport::proxy::Proxies;
 
@@ -36,6 +39,34 @@ pub(crate) struct ImageReport {
     /// Where the node would pull this reference otherwise, each with its vector.
     #[serde(rename = "differsFromNode", skip_serializing_if = "Vec::is_empty")]
     pub(crate) differs_from_node: Vec<String>,
+    #[serde(rename = "signaturePolicy")]
+    pub(crate) signature_policy: SignaturePolicyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// The signature policy scope the reference falls under (signature-policy §3 lookup).
+#[derive(Serialize)]
+pub(crate) struct SignaturePolicyReport {
+    /// `applies`, `none` (no scope: the node accepts the image unsigned) or `unknown` (the
+    /// cluster was not read).
+    pub(crate) status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) scope: Option<String>,
+    /// Every requirement of the scope; all must pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) requirements: Vec<RequirementReport>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct RequirementReport {
+    /// `ClusterImagePolicy name` or `ImagePolicy namespace/name`.
+    pub(crate) object: String,
+    #[serde(rename = "rootOfTrust", skip_serializing_if = "Option::is_none")]
+    pub(crate) root_of_trust: Option<String>,
+    #[serde(rename = "matchPolicy", skip_serializing_if = "Option::is_none")]
+    pub(crate) match_policy: Option<String>,
+    /// Why the requirement rejects every image under the scope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
@@ -104,6 +135,81 @@ fn source_report(planned: &PlannedSource, proxies: &Proxies) -> SourceReport {
     }
 }
 
+fn signature_policy(policy: Option<&RenderedPolicy>, image: &Reference) -> SignaturePolicyReport {
+    let Some(policy) = policy else {
+        return SignaturePolicyReport {
+            status: "unknown",
+            scope: None,
+            requirements: Vec::new(),
+        };
+    };
+    let Some((scope, requirements)) = policy.lookup(image) else {
+        return SignaturePolicyReport {
+            status: "none",
+            scope: None,
+            requirements: Vec::new(),
+        };
+    };
+    let requirements = requirements
+        .iter()
+        .map(|scoped| {
+            let object = scoped.object.to_string();
+            match &scoped.requirement {
+                Ok(requirement) => RequirementReport {
+                    object,
+                    root_of_trust: Some(root_of_trust(&requirement.trust)),
+                    match_policy: Some(match_policy(&requirement.identity)),
+                    error: None,
+                },
+                Err(error) => RequirementReport {
+                    object,
+                    root_of_trust: None,
+                    match_policy: None,
+                    error: Some(crate::error::error_chain(error)),
+                },
+            }
+        })
+        .collect();
+    SignaturePolicyReport {
+        status: "applies",
+        scope: Some(scope.to_string()),
+        requirements,
+    }
+}
+
+/// The API's policyType, with what identifies the signer.
+fn root_of_trust(trust: &TrustRoot) -> String {
+    match trust {
+        TrustRoot::PublicKey { rekor_keys, .. } if rekor_keys.is_empty() => "PublicKey".into(),
+        TrustRoot::PublicKey { .. } => "PublicKey with Rekor".into(),
+        TrustRoot::Fulcio {
+            oidc_issuer, email, ..
+        } => format!("FulcioCAWithRekor (OIDC issuer {oidc_issuer}, email {email})"),
+        TrustRoot::Pki {
+            email, hostname, ..
+        } => {
+            let subject: Vec<String> = [("email", email), ("hostname", hostname)]
+                .into_iter()
+                .filter_map(|(what, value)| value.as_ref().map(|v| format!("{what} {v}")))
+                .collect();
+            format!("PKI ({})", subject.join(", "))
+        }
+    }
+}
+
+/// The API's matchPolicy, with its settings.
+fn match_policy(identity: &SignedIdentity) -> String {
+    match identity {
+        SignedIdentity::MatchRepoDigestOrExact => "MatchRepoDigestOrExact".into(),
+        SignedIdentity::MatchRepository => "MatchRepository".into(),
+        SignedIdentity::ExactRepository(repository) => format!("ExactRepository {repository}"),
+        SignedIdentity::RemapIdentity {
+            prefix,
+            signed_prefix,
+        } => format!("RemapIdentity {prefix} -> {signed_prefix}"),
+    }
+}
+
 pub(crate) fn report(
     entries: &[ImageEntry],
     planner: &Planner,
@@ -129,12 +235,22 @@ pub(crate) fn report(
                 names: entry.names.clone(),
                 sources,
                 differs_from_node: planner.table().departures(&entry.reference),
+                signature_policy: signature_policy(setup.policy.as_deref(), &entry.reference),
                 error,
             }
         })
         .collect();
     let mut all_notes = notes.to_vec();
     all_notes.extend(planner.table().warnings().iter().cloned());
+    if let Some(policy) = &setup.policy {
+        all_notes.extend(policy.dropped.iter().map(|dropped| {
+            format!(
+                "{} scope {} ignored: ClusterImagePolicy scope {} covers it (the MCO marks it \
+                 Pending)",
+                dropped.object, dropped.scope, dropped.covered_by
+            )
+        }));
+    }
     all_notes.extend(
         setup
             .trust
@@ -160,6 +276,33 @@ pub(crate) fn report(
     }
 }
 
+impl SignaturePolicyReport {
+    fn write_text(&self, out: &mut String) {
+        match (self.status, &self.scope) {
+            ("unknown", _) => {
+                let _ = writeln!(out, "  signature policy unknown (no cluster read)");
+            }
+            (_, None) => {
+                let _ = writeln!(out, "  no signature policy applies");
+            }
+            (_, Some(scope)) => {
+                let _ = writeln!(out, "  signature policy: scope {scope}, all required:");
+                for requirement in &self.requirements {
+                    let what = match (&requirement.error, &requirement.root_of_trust) {
+                        (Some(error), _) => format!("rejects every image: {error}"),
+                        (None, Some(root)) => format!(
+                            "{root}, {}",
+                            requirement.match_policy.as_deref().unwrap_or("")
+                        ),
+                        (None, None) => String::new(),
+                    };
+                    let _ = writeln!(out, "       {}: {what}", requirement.object);
+                }
+            }
+        }
+    }
+}
+
 impl Report {
     pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -180,6 +323,7 @@ impl Report {
             for departure in &image.differs_from_node {
                 let _ = writeln!(out, "  differs from the node: {departure}");
             }
+            image.signature_policy.write_text(&mut out);
             for (number, source) in image.sources.iter().enumerate() {
                 let mut marks = Vec::new();
                 if source.blocked.is_some() {

@@ -130,6 +130,7 @@ async fn prepare(
     let extras = Extras {
         image_list_namespace: entries.is_none().then(|| common.namespace.clone()),
         cluster_proxy: origin.cluster_read(),
+        policy_namespace: Some(common.namespace.clone()),
     };
     let cluster = cluster::read_with_extras(&source, &proxies, DEFAULT_CALL_TIMEOUT, &extras)
         .await

@@ -154,7 +154,12 @@ pub(crate) fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<S
             .iter()
             .cloned()
             .partition(|p| matches!(p.object, PolicyObject::ClusterImagePolicy { .. }));
-        let rendered = RenderedPolicy::render(&cluster_wide, namespace, &namespaced);
+        let rendered = RenderedPolicy::render(
+            &cluster_wide,
+            namespace,
+            &namespaced,
+            &cluster.registry_sources,
+        );
         for dropped in &rendered.dropped {
             tracing::warn!(object = %dropped.object, scope = %dropped.scope, covered_by = %dropped.covered_by, "ImagePolicy scope ignored: a ClusterImagePolicy scope covers it (the MCO marks it Pending)");
         }

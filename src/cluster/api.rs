@@ -189,6 +189,9 @@ async fn read_extras(
             None => config.note(format!("{PROXY_OBJECT}: not found; no cluster proxy")),
         }
     }
+    if let Some(namespace) = extras.policy_namespace.as_deref() {
+        read_policies(reader, namespace, config).await?;
+    }
     let Some(namespace) = extras.image_list_namespace.as_deref() else {
         return Ok(());
     };
@@ -210,6 +213,71 @@ async fn read_extras(
         });
     }
     Ok(())
+}
+
+/// The signature policy (signature-policy §1): every ClusterImagePolicy and the ImagePolicies of
+/// `namespace` (the pod's: CRI-O applies that namespace's policy), each from
+/// `config.openshift.io/v1`, else `v1alpha1` (4.16–4.19) when v1 is not served.
+async fn read_policies(
+    reader: &Reader,
+    namespace: &str,
+    config: &mut ClusterConfig,
+) -> Result<(), ClusterError> {
+    let (cluster_wide, namespaced) = tokio::join!(
+        reader.list_policies(POLICY_KINDS[0], None),
+        reader.list_policies(POLICY_KINDS[1], Some(namespace)),
+    );
+    // Taken in a fixed order, as the other reads' errors are.
+    for (kind, read) in [
+        (POLICY_KINDS[0], cluster_wide?),
+        (POLICY_KINDS[1], namespaced?),
+    ] {
+        let (kind_name, plural, cluster) = kind;
+        let (what, items) = match read {
+            Some(found) => found,
+            None => {
+                config.note(notes::policy_crd_missing(&policy_resource(
+                    plural, None, namespace, cluster,
+                )));
+                continue;
+            }
+        };
+        for item in &items {
+            let policy = objects::image_policy(cluster, item).map_err(|cause| {
+                let name = item["metadata"]["name"].as_str().unwrap_or("");
+                ClusterError::Api {
+                    verb: "list",
+                    resource: what.clone(),
+                    cause: format!("malformed object: {kind_name} {name}: {cause}"),
+                }
+            })?;
+            config.image_policies.push(policy);
+        }
+    }
+    config
+        .image_policies
+        .sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(())
+}
+
+/// (kind, plural, cluster-scoped) of ClusterImagePolicy and ImagePolicy.
+const POLICY_KINDS: [(&str, &str, bool); 2] = [
+    ("ClusterImagePolicy", "clusterimagepolicies", true),
+    ("ImagePolicy", "imagepolicies", false),
+];
+
+/// `clusterimagepolicies.config.openshift.io`, or with the version when it is not v1
+/// (`….v1alpha1.config.openshift.io`, kubectl's fully qualified form), plus the namespace.
+fn policy_resource(plural: &str, version: Option<&str>, namespace: &str, cluster: bool) -> String {
+    let qualified = match version {
+        Some(version) => format!("{plural}.{version}.config.openshift.io"),
+        None => format!("{plural}.config.openshift.io"),
+    };
+    if cluster {
+        qualified
+    } else {
+        format!("{qualified} in namespace {namespace}")
+    }
 }
 
 fn add_ca_bundles(
@@ -330,18 +398,27 @@ impl Reader {
             &GroupVersionKind::gvk(group, version, kind_name),
             plural,
         );
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-        // An unpaginated list: mirror objects are few, and one response is one consistent view.
+        self.list_of(&resource, None, list_resource(kind)).await
+    }
+
+    /// Every object of `resource` (in `namespace`, if given); `None` when nothing serves it.
+    async fn list_of(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        what: String,
+    ) -> Result<Option<Vec<Value>>, ClusterError> {
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        };
+        // An unpaginated list: these objects are few, and one response is one consistent view.
         let result = self
-            .bounded(
-                "list",
-                list_resource(kind),
-                api.list(&ListParams::default()),
-            )
+            .bounded("list", what.clone(), api.list(&ListParams::default()))
             .await?;
         // A 404 on a collection means nothing serves that path: the CRD is not installed
         // (apiservers answer with a plain-text "404 page not found", not a Status).
-        let Some(list) = not_found_as_none("list", list_resource(kind), result)? else {
+        let Some(list) = not_found_as_none("list", what.clone(), result)? else {
             return Ok(None);
         };
         let items = list
@@ -349,8 +426,29 @@ impl Reader {
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| malformed("list", list_resource(kind), e.into()))?;
+            .map_err(|e| malformed("list", what, e.into()))?;
         Ok(Some(items))
+    }
+
+    /// The objects of one policy kind and the resource they were read as; `None` when neither
+    /// v1 nor v1alpha1 is served.
+    async fn list_policies(
+        &self,
+        (kind, plural, cluster): (&str, &str, bool),
+        namespace: Option<&str>,
+    ) -> Result<Option<(String, Vec<Value>)>, ClusterError> {
+        for version in ["v1", "v1alpha1"] {
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("config.openshift.io", version, kind),
+                plural,
+            );
+            let named_version = (version != "v1").then_some(version);
+            let what = policy_resource(plural, named_version, namespace.unwrap_or(""), cluster);
+            if let Some(items) = self.list_of(&resource, namespace, what.clone()).await? {
+                return Ok(Some((what, items)));
+            }
+        }
+        Ok(None)
     }
 
     /// One named object; `None` when it (or, for the Image, its CRD) does not exist.

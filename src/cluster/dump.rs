@@ -421,4 +421,78 @@ mod tests {
         // A "List" kind without items is just an object of that kind.
         assert_eq!(expand(json!({"kind": "ConfigMapList"})).len(), 1);
     }
+
+    fn policy_yaml(api_version: &str, kind: &str, metadata: &str, spec: &str) -> String {
+        format!("apiVersion: {api_version}\nkind: {kind}\nmetadata: {metadata}\nspec: {spec}\n")
+    }
+
+    const SPEC: &str = "{scopes: [quay.io/x], policy: {rootOfTrust: {policyType: PublicKey, \
+                        publicKey: {keyData: a2V5}}}}";
+
+    /// signature-policy §1: v1alpha1 (4.16–4.19) objects read as v1's, every namespace's
+    /// ImagePolicies kept (rendering picks one namespace).
+    #[test]
+    fn v1alpha1_policies_are_read_like_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let documents = [
+            policy_yaml(
+                "config.openshift.io/v1alpha1",
+                "ClusterImagePolicy",
+                "{name: old}",
+                SPEC,
+            ),
+            policy_yaml(
+                "config.openshift.io/v1",
+                "ClusterImagePolicy",
+                "{name: new}",
+                SPEC,
+            ),
+            policy_yaml(
+                "config.openshift.io/v1alpha1",
+                "ImagePolicy",
+                "{name: ip, namespace: ns}",
+                SPEC,
+            ),
+        ];
+        fs::write(dir.path().join("policies.yaml"), documents.join("---\n")).unwrap();
+        let config = read(dir.path(), None).unwrap();
+        let read: Vec<(String, Vec<String>)> = config
+            .image_policies
+            .iter()
+            .map(|p| (p.object.to_string(), p.spec.scopes.clone()))
+            .collect();
+        let scopes = || vec!["quay.io/x".to_string()];
+        assert_eq!(
+            read,
+            [
+                ("ClusterImagePolicy new".to_string(), scopes()),
+                ("ClusterImagePolicy old".to_string(), scopes()),
+                ("ImagePolicy ns/ip".to_string(), scopes()),
+            ]
+        );
+    }
+
+    /// signature-policy §1: a spec without its required `policy` fails the read, naming the
+    /// file and the object, instead of dropping a policy.
+    #[test]
+    fn malformed_policy_names_the_file_and_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ip.yaml");
+        let spec = "{scopes: [quay.io/x]}";
+        let yaml = policy_yaml(
+            "config.openshift.io/v1",
+            "ImagePolicy",
+            "{name: bad, namespace: ns}",
+            spec,
+        );
+        fs::write(&path, yaml).unwrap();
+        match read(dir.path(), None) {
+            Err(ClusterError::Dump { path: p, cause }) => {
+                assert_eq!(p, path);
+                assert!(cause.starts_with("ImagePolicy ns/bad: "), "{cause}");
+                assert!(cause.contains("policy"), "{cause}");
+            }
+            other => panic!("expected a dump error, got {other:?}"),
+        }
+    }
 }

@@ -74,6 +74,9 @@ pub struct Extras {
     pub image_list_namespace: Option<String>,
     /// When to read the cluster's proxy object (never from a dump).
     pub cluster_proxy: ClusterProxyRead,
+    /// Read the signature policy from the API: every ClusterImagePolicy and the ImagePolicies
+    /// of this namespace (a dump's are always read).
+    pub policy_namespace: Option<String>,
 }
 
 impl ClusterConfig {
@@ -233,6 +236,13 @@ pub(crate) mod notes {
 
     pub(crate) fn pull_secret() -> String {
         format!("Secret {CONFIG_NAMESPACE}/{PULL_SECRET}")
+    }
+
+    pub(crate) fn policy_crd_missing(resource: &str) -> String {
+        format!(
+            "{resource}: not served by the cluster (neither v1 nor v1alpha1; CRD not installed); \
+             no signature policy from it"
+        )
     }
 
     pub(crate) fn crd_missing(resource: &str) -> String {

@@ -44,6 +44,16 @@ pub enum ConfigError {
     MissingIdentity(&'static str),
     #[error("invalid signedIdentity repository {0:?}")]
     BadRepository(String),
+    /// signature-policy §2.3: the MCO writes no policy at all then.
+    #[error(
+        "the MCO refuses to render scope {scope} of {objects}: it is {reason}; stricter than \
+         the node: the node keeps its previous policy, which we cannot know"
+    )]
+    RenderRefused {
+        scope: String,
+        objects: String,
+        reason: String,
+    },
 }
 
 /// Where trust comes from.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::{
-    ApiRequest, ApiServer, Extract, Fault, Image, Layer, Pki, Registry, RegistryOpts, index_image,
-    provider_layer, read_index,
+    ApiRequest, ApiServer, Extract, Fault, Image, Layer, Pki, Registry, RegistryOpts, Run,
+    index_image, provider_layer, read_index,
 };
 use provider_images::cluster::{self, CaBundle, ClusterConfig, ClusterError, ClusterSource};
 use provider_images::error::ExitStatus;
@@ -97,6 +97,78 @@ fn pull_secret(encoded: &str) -> Value {
         "metadata": {"name": "pull-secret", "namespace": "openshift-config"},
         "data": {".dockerconfigjson": encoded}
     })
+}
+
+/// The namespace whose ImagePolicies are read (the binary's default `--namespace`).
+const POLICY_NAMESPACE: &str = cluster::DEFAULT_NAMESPACE;
+
+/// A ClusterImagePolicy (`namespace` None) or an ImagePolicy at `version`, with a PublicKey root
+/// whose keyData is `key_pem` (not parsed when read).
+fn image_policy(
+    version: &str,
+    namespace: Option<&str>,
+    name: &str,
+    scopes: &[&str],
+    key_pem: &str,
+) -> Value {
+    let (kind, metadata) = match namespace {
+        Some(ns) => ("ImagePolicy", json!({"name": name, "namespace": ns})),
+        None => ("ClusterImagePolicy", json!({"name": name})),
+    };
+    json!({
+        "apiVersion": format!("config.openshift.io/{version}"), "kind": kind,
+        "metadata": metadata,
+        "spec": {"scopes": scopes, "policy": {
+            "rootOfTrust": {"policyType": "PublicKey",
+                            "publicKey": {"keyData": BASE64.encode(key_pem)}},
+            "signedIdentity": {"matchPolicy": "MatchRepository"}}}
+    })
+}
+
+/// The objects read, as `Kind name` / `Kind namespace/name`, with their scopes.
+fn policies_of(config: &ClusterConfig) -> Vec<(String, Vec<String>)> {
+    config
+        .image_policies
+        .iter()
+        .map(|p| (p.object.to_string(), p.spec.scopes.clone()))
+        .collect()
+}
+
+/// The policy lists a read with `policy_namespace` makes at `version`.
+fn policy_requests(version: &str) -> Vec<ApiRequest> {
+    vec![
+        ApiRequest::new(
+            "list",
+            "config.openshift.io",
+            version,
+            "clusterimagepolicies",
+            None,
+            None,
+        ),
+        ApiRequest::new(
+            "list",
+            "config.openshift.io",
+            version,
+            "imagepolicies",
+            Some(POLICY_NAMESPACE),
+            None,
+        ),
+    ]
+}
+
+fn read_api_with_policy(api: &ApiServer) -> Result<ClusterConfig, ClusterError> {
+    let extras = cluster::Extras {
+        policy_namespace: Some(POLICY_NAMESPACE.into()),
+        ..cluster::Extras::default()
+    };
+    runtime().block_on(cluster::read_with_extras(
+        &ClusterSource::Api {
+            kubeconfig: Some(api.kubeconfig()),
+        },
+        &Proxies::none(),
+        cluster::DEFAULT_CALL_TIMEOUT,
+        &extras,
+    ))
 }
 
 fn mirrors_of(config: &ClusterConfig) -> Vec<(MirrorKind, String, Vec<Rule>)> {
@@ -437,7 +509,11 @@ fn api_nothing_installed_extract_pulls_plainly_and_exits_0() {
             run.stderr
         );
     }
-    assert_eq!(api.sorted_requests(), sorted(base_requests()));
+    // The signature policy is asked for at v1, then v1alpha1 (signature-policy §1).
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    expected.extend(policy_requests("v1alpha1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
 }
 
 /// Any answer but a 404 on any cluster read (403, 500, or no answer within the call timeout)
@@ -504,10 +580,22 @@ fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
             "get",
             "ConfigMap openshift-cluster-api-operator/capi-installer-images",
         ),
+        // Issue 16 item 1 (signature-policy §1).
+        (
+            "/apis/config.openshift.io/v1/clusterimagepolicies",
+            "list",
+            "clusterimagepolicies.config.openshift.io",
+        ),
+        (
+            "/apis/config.openshift.io/v1/namespaces/openshift-cluster-api-operator/imagepolicies",
+            "list",
+            "imagepolicies.config.openshift.io in namespace openshift-cluster-api-operator",
+        ),
     ];
     let extras = cluster::Extras {
         image_list_namespace: Some(cluster::DEFAULT_NAMESPACE.into()),
         cluster_proxy: cluster::ClusterProxyRead::Always,
+        policy_namespace: Some(cluster::DEFAULT_NAMESPACE.into()),
     };
     let faults = [
         (Fault::Forbidden, "HTTP 403 Forbidden: "),
@@ -520,6 +608,7 @@ fn api_any_read_failing_otherwise_than_404_is_an_api_error_naming_it() {
         for (fault, cause_start) in &faults {
             let api = ApiServer::start();
             api.serve_openshift();
+            api.serve_image_policies("v1");
             api.put(image(
                 json!({"additionalTrustedCA": {"name": "registry-cas"}}),
             ));
@@ -1504,4 +1593,376 @@ fn dir_that_does_not_exist_is_a_dump_error() {
         Err(ClusterError::Dump { path, .. }) => assert_eq!(path, missing),
         other => panic!("expected a dump error, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signature policy (issue 16 item 1)
+
+/// signature-policy §1: every ClusterImagePolicy (cluster-scoped) and the ImagePolicies of the
+/// namespace only, from `config.openshift.io/v1`, one list each (what the RBAC grants).
+#[test]
+fn api_signature_policies_cluster_wide_and_of_the_namespace_only() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1");
+    api.put(image_policy(
+        "v1",
+        None,
+        "openshift",
+        &["quay.io/openshift-release-dev"],
+        "k",
+    ));
+    api.put(image_policy(
+        "v1",
+        None,
+        "extra",
+        &["mirror.local/a", "*.example.com"],
+        "k",
+    ));
+    api.put(image_policy(
+        "v1",
+        Some(POLICY_NAMESPACE),
+        "mine",
+        &["own.io/x"],
+        "k",
+    ));
+    api.put(image_policy(
+        "v1",
+        Some("elsewhere"),
+        "theirs",
+        &["their.io"],
+        "k",
+    ));
+
+    let config = read_api_with_policy(&api).expect("read");
+    assert_eq!(
+        policies_of(&config),
+        [
+            (
+                "ClusterImagePolicy extra".to_string(),
+                vec!["mirror.local/a".to_string(), "*.example.com".to_string()]
+            ),
+            (
+                "ClusterImagePolicy openshift".to_string(),
+                vec!["quay.io/openshift-release-dev".to_string()]
+            ),
+            (
+                format!("ImagePolicy {POLICY_NAMESPACE}/mine"),
+                vec!["own.io/x".to_string()]
+            ),
+        ]
+    );
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
+}
+
+/// signature-policy §1: 4.16–4.19 serve the kinds as v1alpha1 only (same fields): v1 answers
+/// 404, the read falls back to v1alpha1 for each kind.
+#[test]
+fn api_signature_policies_fall_back_to_v1alpha1() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1alpha1");
+    api.put(image_policy("v1alpha1", None, "old", &["quay.io/x"], "k"));
+    api.put(image_policy(
+        "v1alpha1",
+        Some(POLICY_NAMESPACE),
+        "ns",
+        &["own.io"],
+        "k",
+    ));
+
+    let config = read_api_with_policy(&api).expect("read");
+    assert_eq!(
+        policies_of(&config),
+        [
+            (
+                "ClusterImagePolicy old".to_string(),
+                vec!["quay.io/x".to_string()]
+            ),
+            (
+                format!("ImagePolicy {POLICY_NAMESPACE}/ns"),
+                vec!["own.io".to_string()]
+            ),
+        ]
+    );
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    expected.extend(policy_requests("v1alpha1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
+}
+
+/// signature-policy §1: neither version served (≤ 4.15, or the gate off) is no policy, with a
+/// note per kind; not an error.
+#[test]
+fn api_signature_policy_crds_missing_is_no_policy_with_a_note() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    let config = read_api_with_policy(&api).expect("read");
+    assert!(config.image_policies.is_empty());
+    for note in [
+        "clusterimagepolicies.config.openshift.io: not served by the cluster (neither v1 nor \
+         v1alpha1; CRD not installed); no signature policy from it"
+            .to_string(),
+        format!(
+            "imagepolicies.config.openshift.io in namespace {POLICY_NAMESPACE}: not served by the \
+             cluster (neither v1 nor v1alpha1; CRD not installed); no signature policy from it"
+        ),
+    ] {
+        assert!(
+            config.notes.contains(&note),
+            "{note:?} in {:?}",
+            config.notes
+        );
+    }
+    let mut expected = base_requests();
+    expected.extend(policy_requests("v1"));
+    expected.extend(policy_requests("v1alpha1"));
+    assert_eq!(api.sorted_requests(), sorted(expected));
+}
+
+/// signature-policy §1 + design exit codes: v1 absent, v1alpha1 refused (403) is an API error
+/// naming the v1alpha1 read, exit 3; never "no policy".
+#[test]
+fn api_signature_policy_v1alpha1_refused_is_an_api_error() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1alpha1");
+    api.fail(
+        "/apis/config.openshift.io/v1alpha1/clusterimagepolicies",
+        Fault::Forbidden,
+    );
+    let error = read_api_with_policy(&api).expect_err("403 must fail the read");
+    assert_eq!(error.exit_code(), 3);
+    let (verb, resource, cause) = api_error(Err(error));
+    assert_eq!(
+        (verb, resource.as_str()),
+        ("list", "clusterimagepolicies.v1alpha1.config.openshift.io")
+    );
+    assert!(cause.starts_with("HTTP 403 Forbidden: "), "{cause}");
+}
+
+/// signature-policy §1: a spec the API would not hold (no policy) fails the read naming the
+/// object, exit 3, rather than dropping a policy.
+#[test]
+fn api_malformed_signature_policy_is_an_api_error_naming_it() {
+    let api = ApiServer::start();
+    api.serve_openshift();
+    api.serve_image_policies("v1");
+    api.put(
+        json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterImagePolicy",
+                   "metadata": {"name": "broken"}, "spec": {"scopes": ["quay.io"]}}),
+    );
+    let (verb, resource, cause) = api_error(read_api_with_policy(&api));
+    assert_eq!(
+        (verb, resource.as_str()),
+        ("list", "clusterimagepolicies.config.openshift.io")
+    );
+    assert!(
+        cause.starts_with("malformed object: ClusterImagePolicy broken: "),
+        "{cause}"
+    );
+    assert!(cause.contains("policy"), "{cause}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `resolve` names the signature policy (issue 16 item 7)
+
+/// A real public key (P-256), so that the rendered requirement parses.
+fn public_key_pem() -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(Pki::new().key_pem())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The lines `resolve` printed for `reference`, up to the blank line after them.
+fn resolved_block<'a>(stdout: &'a str, reference: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .skip_while(|line| *line != reference)
+        .take_while(|line| !line.is_empty())
+        .collect()
+}
+
+const RELEASE: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:\
+                       0000000000000000000000000000000000000000000000000000000000000000";
+const OWN: &str = "own.io/capi/aws:v1";
+const THEIRS: &str = "their.io/x:v1";
+const UNSCOPED: &str = "docker.io/library/busybox:1";
+
+/// A dump with the default `openshift` ClusterImagePolicy (no signedIdentity), an ImagePolicy
+/// in the default namespace (and one of its scopes covered by the CIP), one in another.
+fn policy_dump(dir: &Path) {
+    let key = public_key_pem();
+    let mut release = image_policy(
+        "v1",
+        None,
+        "openshift",
+        &["quay.io/openshift-release-dev"],
+        &key,
+    );
+    release["spec"]["policy"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signedIdentity");
+    write(dir, "cip.json", &release.to_string());
+    let mine = image_policy(
+        "v1",
+        Some(POLICY_NAMESPACE),
+        "mine",
+        &[
+            "own.io/capi",
+            "quay.io/openshift-release-dev/ocp-v4.0-art-dev",
+        ],
+        &key,
+    );
+    write(dir, "mine.json", &mine.to_string());
+    let theirs = image_policy("v1alpha1", Some("elsewhere"), "theirs", &["their.io"], &key);
+    write(dir, "theirs.json", &theirs.to_string());
+}
+
+/// signature-policy §3 lookup and §2.4: per reference, the scope and every requirement
+/// (object, root of trust, match policy) of the ClusterImagePolicy or of the `--namespace`
+/// ImagePolicy that applies; another namespace's ImagePolicy does not apply; a dropped
+/// ImagePolicy scope is noted. Text and JSON.
+#[test]
+fn resolve_names_the_signature_policy_that_applies() {
+    let dump = tempfile::tempdir().unwrap();
+    policy_dump(dump.path());
+    let text = Run::new()
+        .args(["resolve", "--cluster-dir"])
+        .arg(dump.path())
+        .args([RELEASE, OWN, THEIRS, UNSCOPED])
+        .run();
+    text.assert_code(0);
+    let out = &text.stdout;
+    let has = |reference: &str, lines: &[&str]| {
+        let block = resolved_block(out, reference);
+        for line in lines {
+            assert!(block.contains(line), "{line:?} not in {block:#?}\n{out}");
+        }
+    };
+    has(
+        RELEASE,
+        &[
+            "  signature policy: scope quay.io/openshift-release-dev, all required:",
+            "       ClusterImagePolicy openshift: PublicKey, MatchRepoDigestOrExact",
+        ],
+    );
+    has(
+        OWN,
+        &[
+            "  signature policy: scope own.io/capi, all required:",
+            "       ImagePolicy openshift-cluster-api-operator/mine: PublicKey, MatchRepository",
+        ],
+    );
+    has(THEIRS, &["  no signature policy applies"]);
+    has(UNSCOPED, &["  no signature policy applies"]);
+    let dropped = "note: ImagePolicy openshift-cluster-api-operator/mine scope \
+                   quay.io/openshift-release-dev/ocp-v4.0-art-dev ignored: ClusterImagePolicy \
+                   scope quay.io/openshift-release-dev covers it (the MCO marks it Pending)";
+    assert!(out.lines().any(|l| l == dropped), "{dropped:?} in\n{out}");
+
+    let json = Run::new()
+        .args(["resolve", "--format", "json", "--cluster-dir"])
+        .arg(dump.path())
+        .args([RELEASE, OWN, THEIRS])
+        .run();
+    json.assert_code(0);
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    let policy_of = |reference: &str| {
+        let images = report["images"].as_array().unwrap();
+        let image = images.iter().find(|i| i["ref"] == reference).unwrap();
+        image["signaturePolicy"].clone()
+    };
+    assert_eq!(
+        policy_of(RELEASE),
+        json!({"status": "applies", "scope": "quay.io/openshift-release-dev", "requirements": [
+            {"object": "ClusterImagePolicy openshift", "rootOfTrust": "PublicKey",
+             "matchPolicy": "MatchRepoDigestOrExact"}]})
+    );
+    assert_eq!(
+        policy_of(OWN)["requirements"][0]["object"],
+        "ImagePolicy openshift-cluster-api-operator/mine"
+    );
+    assert_eq!(policy_of(THEIRS), json!({"status": "none"}));
+
+    // Under `--namespace elsewhere`, that namespace's ImagePolicy applies instead.
+    let other = Run::new()
+        .args(["resolve", "--namespace", "elsewhere", "--cluster-dir"])
+        .arg(dump.path())
+        .args([OWN, THEIRS])
+        .run();
+    other.assert_code(0);
+    assert!(
+        resolved_block(&other.stdout, OWN).contains(&"  no signature policy applies"),
+        "{}",
+        other.stdout
+    );
+    assert!(
+        resolved_block(&other.stdout, THEIRS)
+            .contains(&"       ImagePolicy elsewhere/theirs: PublicKey, MatchRepository"),
+        "{}",
+        other.stdout
+    );
+}
+
+/// signature-policy §2.3 through the binary: a ClusterImagePolicy scope outside
+/// allowedRegistries makes `resolve` show the requirement that rejects every image under it.
+#[test]
+fn resolve_shows_a_scope_the_mco_refuses_to_render() {
+    let dump = tempfile::tempdir().unwrap();
+    policy_dump(dump.path());
+    let image_config = image(json!({"registrySources": {"allowedRegistries": ["own.io"]}}));
+    write(dump.path(), "image.json", &image_config.to_string());
+    let run = Run::new()
+        .args(["resolve", "--cluster-dir"])
+        .arg(dump.path())
+        .arg(RELEASE)
+        .run();
+    run.assert_code(0);
+    let block = resolved_block(&run.stdout, RELEASE);
+    let refused = "       ClusterImagePolicy openshift: rejects every image: the policy cannot \
+                   be evaluated";
+    let line = block
+        .iter()
+        .find(|line| line.starts_with("       ClusterImagePolicy openshift: rejects"))
+        .unwrap_or_else(|| panic!("no refusal in {block:#?}"));
+    assert!(
+        line.contains(
+            "the MCO refuses to render scope quay.io/openshift-release-dev of ClusterImagePolicy \
+             openshift: it is not nested in any allowedRegistries entry (own.io)"
+        ) && line.contains("the node keeps its previous policy"),
+        "{line} (wanted like {refused})"
+    );
+}
+
+/// Issue 16 item 1: with `--no-cluster` nothing says what the node would check.
+#[test]
+fn resolve_without_cluster_says_the_signature_policy_is_unknown() {
+    let text = Run::new().args(["resolve", "--no-cluster", OWN]).run();
+    text.assert_code(0);
+    assert!(
+        resolved_block(&text.stdout, OWN).contains(&"  signature policy unknown (no cluster read)"),
+        "{}",
+        text.stdout
+    );
+    let json = Run::new()
+        .args(["resolve", "--no-cluster", "--format", "json", OWN])
+        .run();
+    json.assert_code(0);
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        report["images"][0]["signaturePolicy"],
+        json!({"status": "unknown"})
+    );
 }

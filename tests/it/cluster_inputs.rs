@@ -278,6 +278,7 @@ fn dump_gives_the_image_list_but_never_the_proxy() {
             &Extras {
                 image_list_namespace: Some(NAMESPACE.into()),
                 cluster_proxy: ClusterProxyRead::Always,
+                ..Extras::default()
             },
         ))
         .unwrap();

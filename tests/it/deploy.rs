@@ -396,6 +396,19 @@ fn recorded_requests() -> Vec<ApiRequest> {
     api.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
                    "metadata": {"name": "capi-installer-images", "namespace": OPERATOR_NAMESPACE},
                    "data": {"aws": "quay.io/openshift/capi-aws:v1"}}));
+    // The signature policy (issue 16): every ClusterImagePolicy, the namespace's ImagePolicies.
+    api.serve_image_policies("v1");
+    let policy = json!({"scopes": ["quay.io/openshift"], "policy": {"rootOfTrust": {
+        "policyType": "PublicKey", "publicKey": {"keyData": "a2V5"}}}});
+    api.put(
+        json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterImagePolicy",
+                   "metadata": {"name": "openshift"}, "spec": policy}),
+    );
+    api.put(
+        json!({"apiVersion": "config.openshift.io/v1", "kind": "ImagePolicy",
+                   "metadata": {"name": "operator", "namespace": OPERATOR_NAMESPACE},
+                   "spec": policy}),
+    );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -404,6 +417,7 @@ fn recorded_requests() -> Vec<ApiRequest> {
     let extras = cluster::Extras {
         image_list_namespace: Some(OPERATOR_NAMESPACE.into()),
         cluster_proxy: cluster::ClusterProxyRead::Always,
+        policy_namespace: Some(OPERATOR_NAMESPACE.into()),
     };
     let config = runtime
         .block_on(cluster::read_with_extras(
@@ -421,6 +435,7 @@ fn recorded_requests() -> Vec<ApiRequest> {
     assert!(config.pull_secret.is_some());
     assert!(config.cluster_proxy.is_some());
     assert!(config.image_list.is_some());
+    assert_eq!(config.image_policies.len(), 2, "{:?}", config.notes);
     assert_eq!(
         config.notes,
         [format!(

@@ -133,13 +133,32 @@ impl ApiServer {
         });
     }
 
-    /// Installs the OpenShift CRDs the cluster module reads: IDMS, ITMS, ICSP, Image and Proxy.
+    /// Installs the OpenShift CRDs the cluster module reads: IDMS, ITMS, ICSP, Image and Proxy
+    /// (the signature-policy kinds: [`ApiServer::serve_image_policies`]).
     pub fn serve_openshift(&self) {
         self.serve_idms();
         self.serve_itms();
         self.serve_icsp();
         self.serve_image();
         self.serve_proxy();
+    }
+
+    /// ClusterImagePolicy and ImagePolicy at `version`: `v1` (4.20+) or `v1alpha1` (4.16–4.19).
+    pub fn serve_image_policies(&self, version: &str) {
+        self.serve(
+            "config.openshift.io",
+            version,
+            "clusterimagepolicies",
+            "ClusterImagePolicy",
+            false,
+        );
+        self.serve(
+            "config.openshift.io",
+            version,
+            "imagepolicies",
+            "ImagePolicy",
+            true,
+        );
     }
 
     pub fn serve_idms(&self) {
