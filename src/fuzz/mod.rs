@@ -15,7 +15,7 @@ use crate::extract::partial;
 use crate::layers::{self, Compression, Limits, Subtree};
 use crate::plan::keychain::Keychain;
 use crate::plan::mirrors::scope::{covered_len, covers_any_port};
-use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorTable, SourcePolicy};
+use crate::plan::mirrors::{MirrorKind, MirrorObject, MirrorTable, RegistrySources, SourcePolicy};
 use crate::policy::keys::PublicKey;
 use crate::policy::rekor::{self, Signer};
 use crate::policy::spec::ImagePolicySpec;
@@ -563,7 +563,8 @@ const POLICY_REFERENCES: [&str; 3] = [
 /// Policy objects, attachments and references as one JSON array of objects: `{"kind":
 /// "ClusterImagePolicy"|"ImagePolicy", "namespace", "name", "spec"}`, `{"kind": "Attachment",
 /// "mediaType", "payload" (text), "annotations"}`, `{"kind": "Reference", "reference"}`,
-/// `{"kind": "Manifest", "manifest" (text)}` (the image's manifest, `{}` without one). The
+/// `{"kind": "Manifest", "manifest" (text)}` (the image's manifest, `{}` without one),
+/// `{"kind": "RegistrySources", "allowed": [..], "blocked": [..]}` (image.config's, §2.3). The
 /// policies are rendered for the first ImagePolicy's namespace.
 ///
 /// Invariants (signature-policy §2.2, §2.4, §3): a reference written as a rendered scope, or
@@ -577,6 +578,10 @@ pub fn policy_render(data: &[u8]) {
     let (mut cluster, mut namespaced, mut attachments) = (Vec::new(), Vec::new(), Vec::new());
     let mut references: Vec<String> = POLICY_REFERENCES.map(String::from).to_vec();
     let mut manifest = "{}".to_string();
+    let mut sources = RegistrySources::default();
+    let strings = |item: &Value, name: &str| -> Vec<String> {
+        serde_json::from_value(item[name].clone()).unwrap_or_default()
+    };
     for item in &items {
         let object = match item["kind"].as_str() {
             Some("ClusterImagePolicy") => PolicyObject::ClusterImagePolicy {
@@ -603,6 +608,11 @@ pub fn policy_render(data: &[u8]) {
                 manifest = text(item, "manifest");
                 continue;
             }
+            Some("RegistrySources") => {
+                sources.allowed = strings(item, "allowed");
+                sources.blocked = strings(item, "blocked");
+                continue;
+            }
             _ => continue,
         };
         let Ok(spec) = serde_json::from_value::<ImagePolicySpec>(item["spec"].clone()) else {
@@ -621,7 +631,7 @@ pub fn policy_render(data: &[u8]) {
             PolicyObject::ClusterImagePolicy { .. } => None,
         })
         .unwrap_or_default();
-    let rendered = RenderedPolicy::render(&cluster, &namespace, &namespaced);
+    let rendered = RenderedPolicy::render(&cluster, &namespace, &namespaced, &sources);
 
     let in_namespace = |r: &&PolicyResource| match &r.object {
         PolicyObject::ImagePolicy { namespace: ns, .. } => *ns == namespace,

@@ -298,6 +298,12 @@ fn policy_seeds(add: &mut impl FnMut(&'static str, Vec<u8>)) {
         {"kind": "Reference", "reference": format!("a.example.com/x@{DIGEST}")},
     ]);
     add("policy_render", policies.to_string().into());
+    let mut refused = policies.as_array().unwrap().clone();
+    refused.push(json!({"kind": "RegistrySources", "allowed": ["quay.io", "own.io"], "blocked": ["their.io"]}));
+    add(
+        "policy_render",
+        serde_json::Value::Array(refused).to_string().into(),
+    );
 
     let Some(dir) = crate::policy_vectors::vectors() else {
         return;
