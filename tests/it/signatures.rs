@@ -171,18 +171,18 @@ fn no_signature_is_refused_and_nothing_is_published() {
     let out = tempfile::tempdir().unwrap();
     let run = fx.run(out.path());
     run.assert_code(1);
-    for part in [
-        "A signature was required, but no signature exists",
-        &format!("ClusterImagePolicy {CIP} (scope {SCOPE})"),
-        &format!(
-            "{}/ocp/capi-aws@{}",
-            fx.mirror.host(),
-            fx.image.manifest_digest
-        ),
-        &fx.reference(),
-    ] {
-        assert!(run.stderr.contains(part), "{part:?} in {}", run.stderr);
-    }
+    let reference = fx.reference();
+    let expected = format!(
+        "image {reference} (from {}/ocp/capi-aws@{}): {reference}: rejected by ClusterImagePolicy \
+         {CIP} (scope {SCOPE}): A signature was required, but no signature exists",
+        fx.mirror.host(),
+        fx.image.manifest_digest
+    );
+    assert!(
+        run.stderr.contains(&expected),
+        "{expected:?} in {}",
+        run.stderr
+    );
     assert_nothing_published(out.path());
     let blobs: Vec<_> = fx
         .mirror
