@@ -433,3 +433,142 @@ fn the_warm_check_follows_the_policy_fingerprint() {
     assert_eq!(signature_requests(&fx.mirror).len(), 2);
     assert_ne!(fingerprint().unwrap(), first);
 }
+
+const EMAIL: &str = "signer@example.com";
+const OIDC_ISSUER: &str = "https://issuer.example.com";
+/// 2024-01-01T00:05:00Z: inside the Fulcio leaf's ten minutes, long before now.
+const INTEGRATED_TIME: i64 = 1_704_067_500;
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn spec(root_of_trust: Value) -> Value {
+    json!({"scopes": [SCOPE], "policy": {"rootOfTrust": root_of_trust,
+                                          "signedIdentity": {"matchPolicy": "MatchRepoDigestOrExact"}}})
+}
+
+/// Issue 16 §5 and signature-policy §3 step 2, §5 "Rekor key configured but no bundle": with
+/// `rekorKeyData`, a signature without a SET is refused; with a SET signed by a test Rekor key
+/// over the canonical Payload that names this signature and key, it is accepted.
+#[test]
+fn public_key_with_rekor_needs_the_set() {
+    let fx = Fixture::new();
+    let rekor = SigningKey::generate();
+    let digest = &fx.image.manifest_digest;
+    let layer = fx
+        .key
+        .signature_layer(&format!("{SOURCE}/capi-aws:v1"), digest);
+    fx.mirror
+        .push_signatures(REPO, digest, std::slice::from_ref(&layer));
+    fx.cluster(vec![cluster_image_policy(
+        CIP,
+        public_key_rekor_policy(&[SCOPE], &fx.key, &rekor),
+    )]);
+    let out = tempfile::tempdir().unwrap();
+    let run = fx.run(out.path());
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("missing dev.sigstore.cosign/bundle annotation"),
+        "{}",
+        run.stderr
+    );
+    assert_nothing_published(out.path());
+
+    let bundle = rekor.rekor_bundle(&layer, &fx.key.public_pem(), INTEGRATED_TIME);
+    fx.mirror
+        .push_signatures(REPO, digest, &[layer.with(BUNDLE_ANNOTATION, bundle)]);
+    let run = fx.run(out.path());
+    run.assert_code(0);
+    let index = read_index(out.path());
+    assert_eq!(
+        index_image(&index, &fx.reference())["signature"]["verified"][0]["verifiedBy"],
+        fx.key.verified_by()
+    );
+}
+
+/// Issue 16 §5 and signature-policy §3 step 3, §5 "Fulcio cert expired-now-valid-at-SET
+/// (accept)": a test Fulcio CA's leaf (EKU codeSigning, email SAN, OIDC issuer extension
+/// 1.3.6.1.4.1.57264.1.1) expired years ago but valid at the Rekor entry's integratedTime.
+#[test]
+fn fulcio_leaf_expired_now_but_valid_at_the_rekor_time_is_accepted() {
+    let fx = Fixture::new();
+    let rekor = SigningKey::generate();
+    let ca = CodeSigningCa::new(false, EMAIL, OIDC_ISSUER);
+    let leaf = ca.leaf("fulcio-leaf", "20240101000000Z", "20240101001000Z");
+    let digest = &fx.image.manifest_digest;
+    let layer = leaf.signature_layer(&format!("{SOURCE}/capi-aws:v1"), digest);
+    let bundle = rekor.rekor_bundle(&layer, &leaf.cert_pem, INTEGRATED_TIME);
+    fx.mirror
+        .push_signatures(REPO, digest, &[layer.with(BUNDLE_ANNOTATION, bundle)]);
+    fx.cluster(vec![cluster_image_policy(
+        CIP,
+        spec(
+            json!({"policyType": "FulcioCAWithRekor", "fulcioCAWithRekor": {
+            "fulcioCAData": b64(&ca.root_pem()), "rekorKeyData": b64(&rekor.public_pem()),
+            "fulcioSubject": {"oidcIssuer": OIDC_ISSUER, "signedEmail": EMAIL}}}),
+        ),
+    )]);
+    let out = tempfile::tempdir().unwrap();
+    let run = fx.run(out.path());
+    run.assert_code(0);
+    let index = read_index(out.path());
+    let verified_by =
+        index_image(&index, &fx.reference())["signature"]["verified"][0]["verifiedBy"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(
+        verified_by.starts_with("certificate issuer CN=root, subject CN=fulcio-leaf")
+            && verified_by.ends_with(EMAIL),
+        "{verified_by}"
+    );
+}
+
+/// Issue 16 §5 and signature-policy §3 step 4, §5 "PKI expired (reject)": a leaf under a PKI
+/// root and intermediate is accepted at the current time; an expired one is refused.
+#[test]
+fn pki_chain_is_checked_at_the_current_time() {
+    let fx = Fixture::new();
+    let ca = CodeSigningCa::new(true, EMAIL, OIDC_ISSUER);
+    fx.cluster(vec![cluster_image_policy(
+        CIP,
+        spec(json!({"policyType": "PKI", "pki": {
+            "caRootsData": b64(&ca.root_pem()),
+            "caIntermediatesData": b64(&ca.intermediate_pem()),
+            "pkiCertificateSubject": {"email": EMAIL}}})),
+    )]);
+    let digest = &fx.image.manifest_digest;
+    let identity = format!("{SOURCE}/capi-aws:v1");
+
+    let expired = ca.leaf("expired-leaf", "20240101000000Z", "20240102000000Z");
+    fx.mirror
+        .push_signatures(REPO, digest, &[expired.signature_layer(&identity, digest)]);
+    let out = tempfile::tempdir().unwrap();
+    let run = fx.run(out.path());
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("certificate is not trusted"),
+        "{}",
+        run.stderr
+    );
+    assert_nothing_published(out.path());
+
+    let current = ca.leaf("current-leaf", "20240101000000Z", "20390101000000Z");
+    fx.mirror
+        .push_signatures(REPO, digest, &[current.signature_layer(&identity, digest)]);
+    let run = fx.run(out.path());
+    run.assert_code(0);
+    let index = read_index(out.path());
+    let verified_by =
+        &index_image(&index, &fx.reference())["signature"]["verified"][0]["verifiedBy"];
+    assert!(
+        verified_by
+            .as_str()
+            .unwrap()
+            .starts_with("certificate issuer CN=intermediate, subject CN=current-leaf"),
+        "{verified_by}"
+    );
+}

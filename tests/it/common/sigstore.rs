@@ -146,3 +146,210 @@ pub fn image_policy(namespace: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": "config.openshift.io/v1", "kind": "ImagePolicy",
            "metadata": {"name": name, "namespace": namespace}, "spec": spec})
 }
+
+pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+
+impl SignatureLayer {
+    /// A signature layer over `payload` with the raw `signature` in its annotation.
+    pub fn new(payload: Vec<u8>, signature: &[u8]) -> SignatureLayer {
+        SignatureLayer {
+            media_type: SIMPLESIGNING.to_string(),
+            payload,
+            annotations: [(SIGNATURE_ANNOTATION.to_string(), STANDARD.encode(signature))].into(),
+        }
+    }
+
+    pub fn with(mut self, annotation: &str, value: impl Into<String>) -> SignatureLayer {
+        self.annotations
+            .insert(annotation.to_string(), value.into());
+        self
+    }
+
+    /// The raw signature of the layer's annotation.
+    pub fn signature(&self) -> Vec<u8> {
+        STANDARD
+            .decode(&self.annotations[SIGNATURE_ANNOTATION])
+            .unwrap()
+    }
+}
+
+impl SigningKey {
+    /// The `dev.sigstore.cosign/bundle` annotation a Rekor log with this key would give for
+    /// `layer`'s signature by `signer_pem` (a public key or a certificate), logged at
+    /// `integrated_time` (signature-policy §4 "Rekor SET"). The SET signs the RFC 8785 form of
+    /// `Payload`: for its four ASCII keys and integer/string values that is serde_json's compact
+    /// output with sorted keys, made here independently of the crate's canonicalizer.
+    pub fn rekor_bundle(
+        &self,
+        layer: &SignatureLayer,
+        signer_pem: &str,
+        integrated_time: i64,
+    ) -> String {
+        let body = json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256",
+                                  "value": sha256_digest(&layer.payload).trim_start_matches("sha256:")}},
+                "signature": {"content": STANDARD.encode(layer.signature()),
+                              "publicKey": {"content": STANDARD.encode(signer_pem)}},
+            },
+        });
+        let payload = json!({
+            "body": STANDARD.encode(serde_json::to_vec(&body).unwrap()),
+            "integratedTime": integrated_time,
+            "logID": sha256_digest(&self.spki_der()).trim_start_matches("sha256:"),
+            "logIndex": 7,
+        });
+        let canonical = serde_json::to_vec(&payload).unwrap();
+        json!({"SignedEntryTimestamp": STANDARD.encode(self.sign(&canonical)), "Payload": payload})
+            .to_string()
+    }
+}
+
+/// `spec` of a policy object with a PublicKey root of trust and a Rekor key.
+pub fn public_key_rekor_policy(scopes: &[&str], key: &SigningKey, rekor: &SigningKey) -> Value {
+    let mut spec = public_key_policy(scopes, key, "MatchRepoDigestOrExact");
+    spec["policy"]["rootOfTrust"]["publicKey"]["rekorKeyData"] =
+        json!(STANDARD.encode(rekor.public_pem()));
+    spec
+}
+
+/// Code-signing certificates made with the `openssl` CLI: a root, optionally an intermediate,
+/// and leaves with EKU codeSigning, an email SAN and (for Fulcio) the OIDC issuer extension
+/// `1.3.6.1.4.1.57264.1.1` (raw bytes), each with chosen dates.
+pub struct CodeSigningCa {
+    dir: tempfile::TempDir,
+}
+
+/// A leaf certificate and its key.
+pub struct CodeSigningLeaf {
+    pub cert_pem: String,
+    dir: std::path::PathBuf,
+    key: String,
+}
+
+impl CodeSigningCa {
+    /// A root valid 2020–2040 and, with `intermediate`, an intermediate CA under it.
+    pub fn new(intermediate: bool, email: &str, oidc_issuer: &str) -> CodeSigningCa {
+        let dir = tempfile::Builder::new()
+            .prefix("harness-codesigning-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let cnf = format!(
+            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
+             [root_ext]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
+             subjectKeyIdentifier = hash\n\
+             [intermediate_ext]\nbasicConstraints = critical, CA:TRUE, pathlen:0\n\
+             keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n\
+             authorityKeyIdentifier = keyid\n\
+             [leaf_ext]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = codeSigning\nsubjectAltName = email:{email}\n\
+             subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
+             1.3.6.1.4.1.57264.1.1 = DER:{}\n\
+             [ca]\ndefault_ca = dated\n[dated]\ndatabase = index.txt\nnew_certs_dir = .\n\
+             serial = serial\ndefault_md = sha256\npolicy = any_name\nunique_subject = no\n\
+             [any_name]\ncommonName = supplied\n",
+            hex::encode(oidc_issuer)
+        );
+        std::fs::write(d.join("cs.cnf"), cnf).unwrap();
+        std::fs::write(d.join("index.txt"), "").unwrap();
+        std::fs::write(d.join("serial"), "01\n").unwrap();
+        let ca = CodeSigningCa { dir };
+        ca.request("root");
+        ca.sign_with(
+            "-selfsign -keyfile root.key",
+            "root",
+            "root_ext",
+            "20200101000000Z",
+            "20400101000000Z",
+        );
+        if intermediate {
+            ca.request("intermediate");
+            ca.sign_with(
+                "-cert root.pem -keyfile root.key",
+                "intermediate",
+                "intermediate_ext",
+                "20200101000000Z",
+                "20400101000000Z",
+            );
+        }
+        ca
+    }
+
+    fn request(&self, name: &str) {
+        super::pki::openssl(
+            self.dir.path(),
+            &format!(
+                "req -new -config cs.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                 -keyout {name}.key -out {name}.csr -subj /CN={name}"
+            ),
+            b"",
+        );
+    }
+
+    fn sign_with(&self, issuer: &str, name: &str, extensions: &str, start: &str, end: &str) {
+        super::pki::openssl(
+            self.dir.path(),
+            &format!(
+                "ca -batch -config cs.cnf {issuer} -in {name}.csr -out {name}.pem -notext \
+                 -extensions {extensions} -startdate {start} -enddate {end}"
+            ),
+            b"",
+        );
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.pem"))).unwrap()
+    }
+
+    pub fn root_pem(&self) -> String {
+        self.read("root")
+    }
+
+    pub fn intermediate_pem(&self) -> String {
+        self.read("intermediate")
+    }
+
+    /// A leaf named `name`, signed by the intermediate (when there is one) or the root, valid
+    /// from `start` to `end` (`YYYYMMDDHHMMSSZ`).
+    pub fn leaf(&self, name: &str, start: &str, end: &str) -> CodeSigningLeaf {
+        let issuer = if self.dir.path().join("intermediate.pem").exists() {
+            "intermediate"
+        } else {
+            "root"
+        };
+        self.request(name);
+        self.sign_with(
+            &format!("-cert {issuer}.pem -keyfile {issuer}.key"),
+            name,
+            "leaf_ext",
+            start,
+            end,
+        );
+        CodeSigningLeaf {
+            cert_pem: self.read(name),
+            dir: self.dir.path().to_path_buf(),
+            key: format!("{name}.key"),
+        }
+    }
+}
+
+impl CodeSigningLeaf {
+    /// A signature layer over the payload for `docker_reference` and `manifest_digest`, signed
+    /// by the leaf's key (ECDSA P-256, SHA-256, DER), carrying the leaf certificate.
+    pub fn signature_layer(&self, docker_reference: &str, manifest_digest: &str) -> SignatureLayer {
+        let payload = payload(docker_reference, manifest_digest);
+        std::fs::write(self.dir.join("payload.bin"), &payload).unwrap();
+        super::pki::openssl(
+            &self.dir,
+            &format!("dgst -sha256 -sign {} -out sig.bin payload.bin", self.key),
+            b"",
+        );
+        let signature = std::fs::read(self.dir.join("sig.bin")).unwrap();
+        SignatureLayer::new(payload, &signature).with(CERTIFICATE_ANNOTATION, self.cert_pem.clone())
+    }
+}
