@@ -1,5 +1,6 @@
 //! index.json: what the published tree holds, written by a run and read back by the warm check,
-//! through one type.
+//! through one type. An image a signature policy applied to also has a `signature` object (its
+//! fields are described in `signature`'s module doc).
 
 use std::collections::BTreeMap;
 

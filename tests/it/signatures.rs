@@ -572,3 +572,43 @@ fn pki_chain_is_checked_at_the_current_time() {
         "{verified_by}"
     );
 }
+
+/// Issue 16 §4: with `--cache-dir`, a manifest taken from the cache still needs the pull source
+/// to answer for its signature: none there ⇒ refused, the `.sig` tag asked of the mirror.
+#[test]
+fn a_cached_manifest_still_needs_the_sources_signature() {
+    let fx = Fixture::new();
+    let cache = tempfile::tempdir().unwrap();
+    let run_into = |out: &Path| {
+        fx.extract()
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .image("aws-cluster-api-controllers", &fx.reference())
+            .run(out)
+    };
+    let manifest_gets = || {
+        fx.mirror
+            .requests_by_us()
+            .into_iter()
+            .filter(|a| a.object("manifests") == Some(fx.image.manifest_digest.as_str()))
+            .count()
+    };
+    fx.cluster(vec![]);
+    let first = tempfile::tempdir().unwrap();
+    run_into(first.path()).assert_code(0);
+    let fetched = manifest_gets();
+
+    fx.cluster(vec![fx.policy()]);
+    let out = tempfile::tempdir().unwrap();
+    let run = run_into(out.path());
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("A signature was required, but no signature exists"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(manifest_gets(), fetched, "the manifest came from the cache");
+    assert_eq!(signature_requests(&fx.mirror).len(), 1);
+    assert_nothing_published(out.path());
+}
