@@ -7,6 +7,7 @@ use thiserror::Error;
 use super::pull::MAX_INDEX_DEPTH;
 use crate::layers::LayerError;
 use crate::plan::mirrors::MirrorError;
+use crate::policy::PolicyError;
 use crate::profiles::ProfileError;
 use crate::publish::PublishError;
 use crate::registry::{Platform, RegistryError};
@@ -40,6 +41,19 @@ pub(crate) enum ImageError {
     Profile(#[from] ProfileError),
     #[error("layer {digest}: worker stopped: {cause}")]
     Worker { digest: String, cause: String },
+    /// The `.sig` lookup failed otherwise than "not found" (signature-policy §3).
+    #[error("fetching the image's signatures: {0}")]
+    SignatureFetch(#[source] RegistryError),
+    #[error(transparent)]
+    Policy(Box<PolicyError>),
+}
+
+impl ImageError {
+    /// The node fixes the pull source once a manifest loads: a signature failure there ends the
+    /// image, with no fallback to another source (signature-policy §3, issue 16 §4).
+    pub(crate) fn ends_image(&self) -> bool {
+        matches!(self, ImageError::SignatureFetch(_) | ImageError::Policy(_))
+    }
 }
 
 /// Why one pull source of an image did not serve it.

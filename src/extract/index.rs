@@ -1,11 +1,13 @@
 //! index.json: what the published tree holds, written by a run and read back by the warm check,
-//! through one type.
+//! through one type. An image a signature policy applied to also has a `signature` object (its
+//! fields are described in `signature`'s module doc).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::PulledImage;
+use super::signature::SignatureRecord;
 use crate::images::ImageEntry;
 use crate::layers;
 use crate::profiles::{self, Metadata, Profile};
@@ -33,6 +35,9 @@ pub(super) struct IndexImage {
     pub(crate) index_digest: Option<String>,
     pub(crate) volume: String,
     pub(crate) profiles: Vec<IndexProfile>,
+    /// When a signature policy applied (see `signature`'s module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signature: Option<SignatureRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +63,7 @@ pub(super) struct Described<'a> {
     digest: &'a str,
     index_digest: Option<&'a str>,
     profiles: &'a [Profile],
+    signature: Option<&'a SignatureRecord>,
 }
 
 impl PulledImage {
@@ -68,6 +74,7 @@ impl PulledImage {
             digest: &self.digest,
             index_digest: self.index_digest.as_deref(),
             profiles: &self.profiles,
+            signature: self.signature.as_ref(),
         }
     }
 }
@@ -88,6 +95,7 @@ pub(super) fn index_json(
                 digest: image.digest.to_string(),
                 index_digest: image.index_digest.map(str::to_string),
                 volume: image.entry.volume.clone(),
+                signature: image.signature.cloned(),
                 profiles: image
                     .profiles
                     .iter()

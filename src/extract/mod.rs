@@ -25,10 +25,13 @@ pub(crate) mod partial;
 mod progress;
 mod pull;
 mod queue;
+mod signature;
 mod warm;
 
 pub(crate) use error::{ExtractError, ImageFailure};
 use index::{Described, index_json};
+pub(crate) use signature::SignaturePolicy;
+use signature::SignatureRecord;
 
 pub(crate) struct ExtractOptions {
     pub(crate) output: PathBuf,
@@ -50,6 +53,8 @@ pub(crate) struct PulledImage {
     pub(crate) index_digest: Option<String>,
     pub(crate) subtree: Subtree,
     pub(crate) profiles: Vec<Profile>,
+    /// What verified it, when a signature policy applied.
+    pub(crate) signature: Option<SignatureRecord>,
 }
 
 pub(crate) struct Summary {
@@ -59,16 +64,18 @@ pub(crate) struct Summary {
     pub(crate) warm: bool,
 }
 
-/// Pulls every image (`concurrency` at a time, every one attempted even when others fail), then publishes.
+/// Pulls every image (`concurrency` at a time, every one attempted even when others fail), each
+/// checked against the signature `policy` when one applies to it, then publishes.
 pub(crate) async fn extract(
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
+    policy: Option<Arc<SignaturePolicy>>,
     entries: Vec<ImageEntry>,
     options: &ExtractOptions,
 ) -> Result<Summary, ExtractError> {
     let total = entries.len();
     let started = Instant::now();
-    let reuse = warm::reuse(&client, &planner, &entries, options).await;
+    let reuse = warm::reuse(&client, &planner, policy.as_deref(), &entries, options).await;
     if reuse.warm {
         let profiles = reuse.images.values().map(|i| i.profiles.len()).sum();
         tracing::info!(
@@ -117,6 +124,7 @@ pub(crate) async fn extract(
         platform: options.platform.clone(),
         limits: options.limits,
         partial: Partial::new(options.partial),
+        policy,
     };
     let results: Vec<Result<PulledImage, ImageFailure>> = futures_util::stream::iter(entries)
         .map(|entry| pull_image(&run, entry))

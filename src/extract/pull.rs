@@ -9,6 +9,7 @@ use super::cache::Cache;
 use super::error::{Attempt, AttemptError, ImageError, ImageFailure};
 use super::partial::Partial;
 use super::progress::{ImageProgress, LayerCounter};
+use super::signature::{Applicable, SignaturePolicy, SignatureRecord};
 use super::{PulledImage, queue};
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, Limits, Subtree};
@@ -35,6 +36,8 @@ pub(super) struct Run {
     pub(super) platform: Platform,
     pub(super) limits: Limits,
     pub(super) partial: Partial,
+    /// The cluster's signature policy; `None`: unknown (no cluster read), nothing checked.
+    pub(super) policy: Option<Arc<SignaturePolicy>>,
 }
 
 /// What this run already has, by digest: a base layer shared by a dozen provider images is downloaded
@@ -81,6 +84,8 @@ pub(super) async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledIma
         Ok(sources) => sources,
         Err(error) => return Err(failure(Vec::new(), Some(error))),
     };
+    let policy = run.policy.as_deref();
+    let applicable = policy.and_then(|p| p.for_image(&entry.reference));
     let mut attempts = Vec::new();
     for planned in &sources {
         let shown = planned.display();
@@ -96,9 +101,10 @@ pub(super) async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledIma
         tracing::info!(image = %entry.reference_text, source = %shown, "pulling");
         match pull_from(
             run,
-            &entry.reference_text,
+            &entry,
             &planned.source,
             planned.pull.reference.object(),
+            applicable.as_ref(),
         )
         .await
         {
@@ -123,14 +129,19 @@ pub(super) async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledIma
                     index_digest: pulled.resolved.index_digest,
                     subtree: pulled.subtree,
                     profiles: pulled.profiles,
+                    signature: pulled.signature,
                 });
             }
             Err(error) => {
                 tracing::warn!(image = %entry.reference_text, source = %shown, error = %crate::error::error_chain(&error), "pull source failed");
+                let ends_image = error.ends_image();
                 attempts.push(Attempt {
                     source: shown,
                     error: AttemptError::Failed(error),
                 });
+                if ends_image {
+                    break;
+                }
             }
         }
     }
@@ -143,6 +154,7 @@ struct Pulled {
     subtree: Subtree,
     profiles: Vec<Profile>,
     bytes: u64,
+    signature: Option<SignatureRecord>,
 }
 
 struct Resolved {
@@ -150,16 +162,36 @@ struct Resolved {
     image_digest: String,
     index_digest: Option<String>,
     manifest: crate::registry::ImageManifest,
+    /// The per-platform manifest's bytes, as its digest and signatures cover them.
+    manifest_bytes: bytes::Bytes,
 }
 
 async fn pull_from(
     run: &Run,
-    image: &str,
+    entry: &ImageEntry,
     source: &Source,
     object: &str,
+    applicable: Option<&Applicable<'_>>,
 ) -> Result<Pulled, ImageError> {
     let (client, platform, limits) = (&run.client, &run.platform, run.limits);
+    let image = entry.reference_text.as_str();
     let resolved = resolve_manifest(run, source, object).await?;
+    // Before the config and any layer, from this source, on the per-platform manifest (an
+    // index's own signature does not count); with no applicable policy, no request at all.
+    let signature = match applicable {
+        Some(applicable) => Some(
+            applicable
+                .verify(
+                    client,
+                    source,
+                    &entry.reference,
+                    &resolved.image_digest,
+                    &resolved.manifest_bytes,
+                )
+                .await?,
+        ),
+        None => None,
+    };
     let layer_bytes = resolved.manifest.layers().iter().map(|l| l.size()).sum();
     let progress = ImageProgress::new(image, layer_bytes);
     let config_descriptor = &resolved.manifest.config();
@@ -237,6 +269,7 @@ async fn pull_from(
         subtree,
         profiles,
         bytes,
+        signature,
     })
 }
 
@@ -259,6 +292,7 @@ async fn resolve_manifest(
                     image_digest: current.digest,
                     index_digest,
                     manifest: *manifest,
+                    manifest_bytes: current.body,
                 });
             }
             Manifest::Index(index) => index,

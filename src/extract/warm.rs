@@ -11,7 +11,10 @@
 //! - its ref is pinned by digest, names the recorded digest (the index's, when it named one), and the
 //!   recorded source is still one of its pull sources: no request at all;
 //! - or it is a tag ref whose pull sources, asked in order, still serve the recorded digest from the
-//!   recorded source: one manifest request.
+//!   recorded source: one manifest request;
+//! - and the signature policy that applies to it now has the fingerprint index.json records (none
+//!   applying and none recorded alike): a changed policy, or one that applies to an image recorded
+//!   without one (a tree published before policies were checked), has it pulled and verified again.
 //!
 //! The run is warm when every image is reused, the visible links point through `..data`, the payload
 //! holds nothing else, and index.json rebuilt from images.json and what was read back is byte for
@@ -26,6 +29,7 @@ use futures_util::StreamExt;
 use thiserror::Error;
 
 use super::index::{Described, GENERATOR, IndexImage, IndexJson, index_json};
+use super::signature::SignaturePolicy;
 use super::{ExtractOptions, PulledImage};
 use crate::images::ImageEntry;
 use crate::layers::{self, Subtree};
@@ -42,6 +46,8 @@ enum NotReused {
     OtherVolume,
     #[error("index.json records another digest")]
     OtherDigest,
+    #[error("the signature policy that applies to it is not the one index.json records")]
+    OtherPolicy,
     #[error(transparent)]
     Plan(#[from] MirrorError),
     #[error("the recorded source {0} is not one of its pull sources")]
@@ -124,6 +130,7 @@ impl Reuse {
 pub(super) async fn reuse(
     client: &RegistryClient,
     planner: &Planner,
+    policy: Option<&SignaturePolicy>,
     entries: &[ImageEntry],
     options: &ExtractOptions,
 ) -> Reuse {
@@ -172,7 +179,7 @@ pub(super) async fn reuse(
             cold.push(format!("{}: not in index.json", entry.reference_text));
             continue;
         };
-        match held(&payload, entry, image, planner, options) {
+        match held(&payload, entry, image, planner, policy, options) {
             Ok(held) => candidates.push((entry, held)),
             Err(why) => cold.push(format!("{}: {why}", entry.reference_text)),
         }
@@ -221,10 +228,16 @@ fn held(
     entry: &ImageEntry,
     image: IndexImage,
     planner: &Planner,
+    policy: Option<&SignaturePolicy>,
     options: &ExtractOptions,
 ) -> Result<PulledImage, NotReused> {
     if image.volume != entry.volume {
         return Err(NotReused::OtherVolume);
+    }
+    let applies = policy.and_then(|p| p.for_image(&entry.reference));
+    let recorded = image.signature.as_ref().map(|s| &s.policy_fingerprint);
+    if applies.as_ref().map(|a| &a.fingerprint) != recorded {
+        return Err(NotReused::OtherPolicy);
     }
     if let Some(digest) = &entry.reference.digest {
         if image.index_digest.as_ref().unwrap_or(&image.digest) != digest {
@@ -252,6 +265,7 @@ fn held(
         index_digest: image.index_digest,
         subtree,
         profiles,
+        signature: image.signature,
     })
 }
 

@@ -163,6 +163,32 @@ pub fn check_fulcio_issuer(
     Ok(())
 }
 
+/// What a signing certificate says of who signed, for the record: `issuer <DN>, subject <DN>`
+/// and its SAN emails and DNS names.
+pub fn describe(leaf: &CertificateDer<'_>) -> Result<String, CertificateError> {
+    let (_, cert) = parse(leaf)?;
+    let mut text = format!(
+        "certificate issuer {}, subject {}",
+        cert.issuer(),
+        cert.subject()
+    );
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| CertificateError::Parse(e.to_string()))?;
+    let names: Vec<&str> = san
+        .iter()
+        .flat_map(|san| san.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::RFC822Name(n) | GeneralName::DNSName(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    if !names.is_empty() {
+        text.push_str(&format!(", SAN {}", names.join(" ")));
+    }
+    Ok(text)
+}
+
 /// `email` must be one of the SAN rfc822 names, exactly (case-sensitive, as upstream).
 pub fn check_email(leaf: &CertificateDer<'_>, email: &str) -> Result<(), CertificateError> {
     let (_, cert) = parse(leaf)?;

@@ -41,12 +41,13 @@ pub enum KeyKind {
     Ed25519,
 }
 
-/// A parsed public key: its kind and the raw key bytes ring wants (EC point, PKCS#1 RSA key,
-/// Ed25519 bytes).
+/// A parsed public key: its kind, the raw key bytes ring wants (EC point, PKCS#1 RSA key,
+/// Ed25519 bytes) and the DER it was read from (for its fingerprint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
     pub kind: KeyKind,
     raw: Vec<u8>,
+    der: Vec<u8>,
 }
 
 impl PublicKey {
@@ -61,7 +62,8 @@ impl PublicKey {
             "PUBLIC KEY" => PublicKey::from_spki(&block.contents),
             "RSA PUBLIC KEY" => Ok(PublicKey {
                 kind: KeyKind::Rsa,
-                raw: block.contents,
+                raw: block.contents.clone(),
+                der: block.contents,
             }),
             other => Err(KeyError::NotPublicKey(other.to_string())),
         }
@@ -97,7 +99,15 @@ impl PublicKey {
         Ok(PublicKey {
             kind,
             raw: spki.subject_public_key.data.to_vec(),
+            der: der.to_vec(),
         })
+    }
+
+    /// `sha256:<hex>` of the DER the key was read from: the SubjectPublicKeyInfo (or, for an
+    /// `RSA PUBLIC KEY` block, the PKCS#1 key), as `openssl pkey -pubin -outform DER | sha256sum`.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&self.der)))
     }
 
     pub fn is_ecdsa(&self) -> bool {
@@ -181,6 +191,7 @@ mod tests {
             let key = PublicKey {
                 kind: KeyKind::EcdsaP256,
                 raw: point,
+                der: Vec::new(),
             };
             let sig = pair.sign(&rng, b"payload").unwrap();
             assert!(key.verifies(b"payload", sig.as_ref()));
@@ -224,6 +235,7 @@ mod tests {
         let key = PublicKey {
             kind: KeyKind::Ed25519,
             raw: pair.public_key().as_ref().to_vec(),
+            der: Vec::new(),
         };
         assert!(key.verifies(b"p", pair.sign(b"p").as_ref()));
         assert!(!key.verifies(b"q", pair.sign(b"p").as_ref()));

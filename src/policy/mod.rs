@@ -7,6 +7,7 @@
 //! bits, SET payload numbers integers only, a PKI hostname with `*` matches nothing.
 
 mod certificate;
+mod fingerprint;
 // Crate-visible for the fuzz targets (`crate::fuzz`) only.
 pub(crate) mod keys;
 pub(crate) mod payload;
@@ -16,9 +17,10 @@ mod requirement;
 pub mod spec;
 mod verify;
 
+pub use fingerprint::fingerprint;
 pub use render::{DroppedScope, PolicyObject, PolicyResource, RenderedPolicy, ScopedRequirement};
 pub use requirement::{ConfigError, Requirement, SignedIdentity, TrustRoot};
 pub use verify::{
-    Attachment, PolicyError, RequirementError, SIGNATURE_MEDIA_TYPE, SignatureError, check,
-    check_scope,
+    Accepted, Attachment, PolicyError, RequirementError, SIGNATURE_MEDIA_TYPE, SignatureError,
+    check, check_scope,
 };

@@ -14,7 +14,7 @@ use super::certificate::{self, CertificateError};
 use super::keys::PublicKey;
 use super::payload::{self, PayloadError};
 use super::rekor::{self, SetError, Signer};
-use super::render::ScopedRequirement;
+use super::render::{PolicyObject, ScopedRequirement};
 use super::requirement::{ConfigError, Requirement, TrustRoot};
 use crate::reference::Reference;
 
@@ -94,6 +94,14 @@ pub struct PolicyError {
     pub source: Box<RequirementError>,
 }
 
+/// One requirement passed: its object and what verified the accepted signature (`public key
+/// sha256:<hex of the key's DER>`, or the certificate's issuer, subject and SANs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub object: PolicyObject,
+    pub verified_by: String,
+}
+
 /// Checks every requirement of `scope` for `image` (the original reference), `manifest` (the
 /// exact bytes of the per-platform manifest used) and its attachments; the first failure wins.
 pub fn check_scope(
@@ -102,20 +110,25 @@ pub fn check_scope(
     image: &Reference,
     manifest: &[u8],
     attachments: &[Attachment],
-) -> Result<(), PolicyError> {
+) -> Result<Vec<Accepted>, PolicyError> {
+    let mut accepted = Vec::with_capacity(requirements.len());
     for scoped in requirements {
         let result = match &scoped.requirement {
             Ok(requirement) => check(requirement, image, manifest, attachments, now()),
             Err(config) => Err(RequirementError::Config(config.clone())),
         };
-        result.map_err(|source| PolicyError {
+        let verified_by = result.map_err(|source| PolicyError {
             image: image.to_string(),
             object: scoped.object.to_string(),
             scope: scope.to_string(),
             source: Box::new(source),
         })?;
+        accepted.push(Accepted {
+            object: scoped.object.clone(),
+            verified_by,
+        });
     }
-    Ok(())
+    Ok(accepted)
 }
 
 fn now() -> u64 {
@@ -124,15 +137,15 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// One requirement: passes when one signature attachment is accepted. `now_unix` is the time
-/// PKI certificates are checked at.
+/// One requirement: passes when one signature attachment is accepted, and says what verified
+/// it. `now_unix` is the time PKI certificates are checked at.
 pub fn check(
     requirement: &Requirement,
     image: &Reference,
     manifest: &[u8],
     attachments: &[Attachment],
     now_unix: u64,
-) -> Result<(), RequirementError> {
+) -> Result<String, RequirementError> {
     let signatures: Vec<&Attachment> = attachments
         .iter()
         .filter(|a| a.media_type == SIGNATURE_MEDIA_TYPE)
@@ -143,7 +156,7 @@ pub fn check(
     let mut rejections = Vec::new();
     for signature in signatures {
         match accept(requirement, image, manifest, signature, now_unix) {
-            Ok(()) => return Ok(()),
+            Ok(verified_by) => return Ok(verified_by),
             Err(e) => rejections.push(e),
         }
     }
@@ -160,7 +173,7 @@ fn accept(
     manifest: &[u8],
     attachment: &Attachment,
     now_unix: u64,
-) -> Result<(), SignatureError> {
+) -> Result<String, SignatureError> {
     let annotation = |name: &'static str| attachment.annotations.get(name).map(String::as_bytes);
     let required =
         |name: &'static str| annotation(name).ok_or(SignatureError::MissingAnnotation(name));
@@ -173,9 +186,9 @@ fn accept(
     let signature = STANDARD.decode(encoded).map_err(SignatureError::Base64)?;
     let payload = &attachment.payload;
 
-    let signer: PublicKey = match &requirement.trust {
+    let (signer, verified_by): (PublicKey, String) = match &requirement.trust {
         TrustRoot::PublicKey { keys, rekor_keys } => {
-            if rekor_keys.is_empty() {
+            let key = if rekor_keys.is_empty() {
                 keys.iter()
                     .find(|key| key.verifies(payload, &signature))
                     .cloned()
@@ -194,7 +207,9 @@ fn accept(
                     }
                 }
                 found.ok_or(last)?
-            }
+            };
+            let verified_by = format!("public key {}", key.fingerprint());
+            (key, verified_by)
         }
         TrustRoot::Fulcio {
             ca,
@@ -217,7 +232,7 @@ fn accept(
             let key = certificate::verify_chain(&leaf, ca, &intermediates, time)?;
             certificate::check_fulcio_issuer(&leaf, oidc_issuer)?;
             certificate::check_email(&leaf, email)?;
-            key
+            (key, certificate::describe(&leaf)?)
         }
         TrustRoot::Pki {
             roots,
@@ -237,7 +252,7 @@ fn accept(
             if let Some(hostname) = hostname {
                 certificate::check_hostname(&leaf, hostname)?;
             }
-            key
+            (key, certificate::describe(&leaf)?)
         }
     };
     if !signer.verifies(payload, &signature) {
@@ -257,7 +272,7 @@ fn accept(
             signed: signed.docker_reference,
         });
     }
-    Ok(())
+    Ok(verified_by)
 }
 
 /// `manifest.MatchesDigest`: the digest of the exact bytes, in the algorithm the digest names.
@@ -317,12 +332,13 @@ mod tests {
         }]
     }
 
-    fn message(result: Result<(), PolicyError>) -> String {
+    fn message<T: std::fmt::Debug>(result: Result<T, PolicyError>) -> String {
         result.unwrap_err().to_string()
     }
 
     /// signature-policy §3 step 9 (the node's messages) and §5 "cosign repo-only identity +
-    /// default policy (reject)", with an Ed25519 key made here.
+    /// default policy (reject)", with an Ed25519 key made here; issue 16 §7: what verified (the
+    /// key's fingerprint) is reported.
     #[test]
     fn outcomes_and_messages() {
         let (pair, pem) = ed25519();
@@ -333,7 +349,21 @@ mod tests {
         let check = |reqs: &[ScopedRequirement], attachments: &[Attachment]| {
             check_scope("quay.io/openshift", reqs, &image, MANIFEST, attachments)
         };
-        assert!(check(&default, std::slice::from_ref(&by_tag)).is_ok());
+        let accepted = check(&default, std::slice::from_ref(&by_tag)).unwrap();
+        let spki = x509_parser::pem::Pem::iter_from_buffer(&pem)
+            .next()
+            .unwrap()
+            .unwrap()
+            .contents;
+        assert_eq!(
+            accepted,
+            [Accepted {
+                object: PolicyObject::ClusterImagePolicy {
+                    name: "openshift".into()
+                },
+                verified_by: format!("public key sha256:{}", hex::encode(Sha256::digest(spki))),
+            }]
+        );
         assert_eq!(
             message(check(&default, &[])),
             "quay.io/openshift/x:1: rejected by ClusterImagePolicy openshift (scope quay.io/openshift): \

@@ -63,6 +63,21 @@ pub(crate) enum RegistryError {
     },
     #[error("unsupported digest {0:?} (sha256 and sha512 are supported)")]
     UnsupportedDigest(String),
+    /// A `.sig` tag that is not an OCI image manifest (signature-policy §3: the node fails the pull).
+    #[error("{what} from {registry} is {content_type:?}, not an OCI image manifest")]
+    NotSignatureManifest {
+        registry: String,
+        what: String,
+        content_type: String,
+    },
+    /// More attachments than the cap (stricter than the node, which has none).
+    #[error("{what} from {registry} has {count} layers, over the limit of {limit}")]
+    TooManyAttachments {
+        registry: String,
+        what: String,
+        count: usize,
+        limit: usize,
+    },
     /// `what` already names the document (`manifest <repository>:<tag or digest>`).
     #[error("{what} from {registry}: {cause}")]
     BadManifest {
@@ -112,6 +127,14 @@ impl OciErrors {
     /// The entries of `body`; none when it is not an OCI error body.
     pub(super) fn parse(body: &[u8]) -> OciErrors {
         serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// containers/image's `isManifestUnknownError`: MANIFEST_UNKNOWN, or UNKNOWN saying "not found".
+    pub(super) fn manifest_unknown(&self) -> bool {
+        self.errors.iter().any(|e| {
+            e.code == "MANIFEST_UNKNOWN"
+                || (e.code == "UNKNOWN" && e.message.to_ascii_lowercase().contains("not found"))
+        })
     }
 
     /// The entries, in the registry's order.

@@ -44,6 +44,7 @@ pub(crate) mod byteranges;
 mod digest;
 mod error;
 mod oci;
+mod signatures;
 
 use auth::{AuthError, Authenticator};
 pub(crate) use blob::BlobError;

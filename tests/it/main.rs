@@ -21,4 +21,5 @@ mod pull_secret;
 mod readme;
 mod registry_edges;
 mod requests;
+mod signatures;
 mod trust;

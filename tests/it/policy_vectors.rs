@@ -161,6 +161,7 @@ fn evaluate(
         &vector.manifest,
         &vector.attachments,
     )
+    .map(|_| ())
     .map_err(|e| e.to_string())
 }
 
