@@ -106,7 +106,16 @@ impl std::fmt::Display for ImageFailure {
                 self.reference, only.source, only.error
             ),
             attempts => {
-                write!(f, "image {}: every pull source failed", self.reference)?;
+                // A signature refusal ends the image at its source: later sources were not tried.
+                let ended = attempts
+                    .last()
+                    .is_some_and(|a| matches!(&a.error, AttemptError::Failed(e) if e.ends_image()));
+                let what = if ended {
+                    "refused at its last pull source tried"
+                } else {
+                    "every pull source failed"
+                };
+                write!(f, "image {}: {what}", self.reference)?;
                 for attempt in attempts {
                     write!(f, "; {}: {}", attempt.source, attempt.error)?;
                 }
@@ -153,5 +162,51 @@ impl ExtractError {
             }
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RequirementError;
+
+    fn refused() -> AttemptError {
+        AttemptError::Failed(ImageError::Policy(Box::new(PolicyError {
+            object: "ClusterImagePolicy release".into(),
+            scope: "q.io/a".into(),
+            source: Box::new(RequirementError::NoSignature(0)),
+        })))
+    }
+
+    /// Issue 16 §4: a signature refusal ends the image at that source, so the message does not
+    /// claim that every source was tried.
+    #[test]
+    fn a_refusal_after_a_failed_source_says_the_image_ended_there() {
+        let attempt = |source: &str, error| Attempt {
+            source: source.into(),
+            error,
+        };
+        let failure = ImageFailure {
+            reference: "q.io/a/b@sha256:1".into(),
+            attempts: vec![
+                attempt("m1/a/b", AttemptError::Blocked("not contacted: x".into())),
+                attempt("m2/a/b", refused()),
+            ],
+            plan_error: None,
+        };
+        assert_eq!(
+            failure.to_string(),
+            "image q.io/a/b@sha256:1: refused at its last pull source tried; m1/a/b: not contacted: x; \
+             m2/a/b: rejected by ClusterImagePolicy release (scope q.io/a): A signature was \
+             required, but no signature exists"
+        );
+        let failure = ImageFailure {
+            attempts: vec![attempt("m1/a/b", AttemptError::Blocked("x".into()))],
+            ..failure
+        };
+        assert_eq!(
+            failure.to_string(),
+            "image q.io/a/b@sha256:1 (from m1/a/b): x"
+        );
     }
 }

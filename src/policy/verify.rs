@@ -83,11 +83,10 @@ fn join(errors: &[SignatureError]) -> String {
         .join("; ")
 }
 
-/// The image failed one requirement of its scope.
+/// The image failed one requirement of its scope (the caller names the image).
 #[derive(Debug, Error)]
-#[error("{image}: rejected by {object} (scope {scope}): {source}")]
+#[error("rejected by {object} (scope {scope}): {source}")]
 pub struct PolicyError {
-    pub image: String,
     pub object: String,
     pub scope: String,
     #[source]
@@ -118,7 +117,6 @@ pub fn check_scope(
             Err(config) => Err(RequirementError::Config(config.clone())),
         };
         let verified_by = result.map_err(|source| PolicyError {
-            image: image.to_string(),
             object: scoped.object.to_string(),
             scope: scope.to_string(),
             source: Box::new(source),

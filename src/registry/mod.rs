@@ -381,7 +381,7 @@ impl RegistryClient {
         .await
     }
 
-    /// Fetches a small blob (an image config) whole, verified.
+    /// Fetches a small blob (an image config, a signature payload) whole, verified.
     pub(crate) async fn small_blob(
         &self,
         source: &Source,
@@ -393,7 +393,7 @@ impl RegistryClient {
                 registry: source.registry.clone(),
                 what,
                 cause: format!(
-                    "{} bytes is over the {MAX_MANIFEST_SIZE} byte limit for configs",
+                    "{} bytes is over the {MAX_MANIFEST_SIZE} byte limit for small blobs (configs, signatures)",
                     descriptor.size()
                 ),
             });

@@ -173,7 +173,7 @@ fn no_signature_is_refused_and_nothing_is_published() {
     run.assert_code(1);
     let reference = fx.reference();
     let expected = format!(
-        "image {reference} (from {}/ocp/capi-aws@{}): {reference}: rejected by ClusterImagePolicy \
+        "image {reference} (from {}/ocp/capi-aws@{}): rejected by ClusterImagePolicy \
          {CIP} (scope {SCOPE}): A signature was required, but no signature exists",
         fx.mirror.host(),
         fx.image.manifest_digest
