@@ -3,7 +3,8 @@
 #   bash hack/fuzz.sh [SECONDS]    (default 60 per target; TARGETS="layer toc" picks some)
 # Installs cargo-afl if missing, builds the targets of fuzz/ (`cargo afl build`), writes seeds from
 # the tests' own fixtures (tests/it/fuzz_corpus.rs) plus tests/corpus, then runs each target for
-# SECONDS on one core. Findings are under target/fuzz-out/<target>/default/{crashes,hangs}: commit
+# SECONDS on one core. Findings are under target/fuzz-out/<target>/default/{crashes,hangs} (FUZZ_OUT=dir
+# moves them, so two campaigns can run side by side): commit
 # each as tests/corpus/<target>/<name> with its fix. Ends with one line of AFL's own counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +12,8 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 ALL_TARGETS=(reference images pull_secret headers manifest layer toc byteranges cluster_dump mirrors pem signature_payload rekor_set policy_render)
 read -r -a TARGETS <<<"${TARGETS:-${ALL_TARGETS[*]}}"
-OUT=$PWD/target/fuzz-out
-SEEDS=$PWD/target/fuzz-seeds
+OUT=${FUZZ_OUT:-$PWD/target/fuzz-out}
+SEEDS=$OUT-seeds
 export CARGO_TARGET_DIR=$PWD/target/afl
 
 if ! cargo afl --version >/dev/null 2>&1; then
