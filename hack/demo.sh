@@ -4,6 +4,8 @@
 # quay.io and registry.ci.openshift.org are mirrored there (ImageDigestMirrorSet with NeverContactSource,
 # ImageContentSourcePolicy), carries the mirror's CA in trusted-ca-bundle and the pull secret; images.json
 # names the *source* registries by digest, and the dump holds it as the operator's images ConfigMap.
+# A ClusterImagePolicy requires quay.io/openshift images to be signed by a release key made just now;
+# the aws image's signature (`sha256-<hex>.sig`) is mirrored beside it, and is checked before its layers.
 # `resolve` reads the list from the dump and shows the plan, `extract` pulls from the mirror and
 # publishes the tree; the demo fails unless every image was served by the mirror. Stops everything it
 # started; re-runnable (KEEP_LAB=1 keeps the lab directory). Needs root for apt-get on a fresh machine.
@@ -64,6 +66,13 @@ push() {
 }
 push "$LAB/oci-aws" ocp4/capi-aws
 push "$LAB/oci-gcp" ci/capi-gcp
+# The release key signs the aws image as published (identity: its quay.io repository); the signature is
+# mirrored with the image, into the mirror's repository.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$LAB/release.key" 2>/dev/null
+openssl pkey -in "$LAB/release.key" -pubout -out "$LAB/release.pub"
+sign_image "$REGISTRY" ocp4/capi-aws "$AWS_DIGEST" quay.io/openshift/capi-aws "$LAB/release.key" \
+    demo:demo-password "$LAB/ca.crt"
+echo "== signed quay.io/openshift/capi-aws; mirrored its signature to $REGISTRY/ocp4/capi-aws:sha256-${AWS_DIGEST#sha256:}.sig"
 
 # The cluster, as `oc get <kind> -o yaml` dumps it (what an admin collects with must-gather).
 CLUSTER=$LAB/cluster
@@ -97,6 +106,7 @@ items:
       mirrors:
       - $REGISTRY/ci
 YAML
+cluster_image_policy "$CLUSTER" release-signatures quay.io/openshift "$LAB/release.pub"
 cat >"$CLUSTER/image.yaml" <<YAML
 apiVersion: config.openshift.io/v1
 kind: Image
@@ -161,4 +171,10 @@ if [ "$served" != 2 ]; then
     echo "== FAILED: $served of 2 images were served by the mirror $REGISTRY" >&2
     exit 1
 fi
+release_key="public key sha256:$(openssl pkey -pubin -in "$LAB/release.pub" -outform DER | sha256sum | cut -c1-64)"
+if ! grep -q "\"verifiedBy\": \"$release_key\"" "$LAB/out/index.json"; then
+    echo "== FAILED: index.json does not record the aws image's signature as verified by the release key" >&2
+    exit 1
+fi
 echo "== both images were pulled from the mirror $REGISTRY; the sources were never needed"
+echo "== the aws image's signature was verified by the release key (ClusterImagePolicy release-signatures)"

@@ -210,6 +210,7 @@ pub async fn read_with_extras(
         pull_secret = config.pull_secret.is_some(),
         image_list = config.image_list.as_ref().map(|list| list.origin.as_str()),
         cluster_proxy = config.cluster_proxy.is_some(),
+        image_policies = config.image_policies.len(),
         "cluster configuration read"
     );
     Ok(config)

@@ -79,6 +79,9 @@ impl Applicable<'_> {
         let accepted =
             policy::check_scope(self.scope, self.requirements, image, manifest, &attachments)
                 .map_err(|e| ImageError::Policy(Box::new(e)))?;
+        for a in &accepted {
+            tracing::info!(image = %image, source = %source, object = %a.object, scope = self.scope, verified_by = %a.verified_by, "signature verified");
+        }
         Ok(SignatureRecord {
             scope: self.scope.to_string(),
             policy_fingerprint: self.fingerprint.clone(),
