@@ -35,6 +35,22 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The paths of the `.sig` manifests the binary asked the mirror for.
+    fn signature_paths_asked(&self) -> Vec<String> {
+        signature_requests(&self.mirror)
+            .into_iter()
+            .map(|a| a.path)
+            .collect()
+    }
+
+    /// Where the per-platform image's signature is looked up on the mirror.
+    fn image_signature_path(&self) -> String {
+        format!(
+            "/v2/{REPO}/manifests/{}",
+            signature_tag(&self.image.manifest_digest)
+        )
+    }
+
     fn new() -> Fixture {
         let mirror = Registry::start(RegistryOpts::default());
         let image = mirror.push_image(REPO, Some("v1"), &provider_image());
@@ -285,17 +301,7 @@ fn an_image_outside_every_scope_makes_no_signature_request() {
         index_image(&index, &fx.reference())["signature"]["scope"],
         format!("{SCOPE}/capi-aws")
     );
-    let asked: Vec<String> = signature_requests(&fx.mirror)
-        .into_iter()
-        .map(|a| a.path)
-        .collect();
-    assert_eq!(
-        asked,
-        [format!(
-            "/v2/{REPO}/manifests/{}",
-            signature_tag(&fx.image.manifest_digest)
-        )]
-    );
+    assert_eq!(fx.signature_paths_asked(), [fx.image_signature_path()]);
 }
 
 /// Signature-policy §3 "Entry point" and §5 "per-platform instance digest; index signatures
@@ -321,16 +327,9 @@ fn a_signature_over_the_index_only_is_refused() {
         "{}",
         run.stderr
     );
-    let asked: Vec<String> = signature_requests(&fx.mirror)
-        .into_iter()
-        .map(|a| a.path)
-        .collect();
     assert_eq!(
-        asked,
-        [format!(
-            "/v2/{REPO}/manifests/{}",
-            signature_tag(&fx.image.manifest_digest)
-        )],
+        fx.signature_paths_asked(),
+        [fx.image_signature_path()],
         "the per-platform manifest's tag, not the index's"
     );
     assert_nothing_published(out.path());
