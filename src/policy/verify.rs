@@ -364,7 +364,7 @@ mod tests {
         );
         assert_eq!(
             message(check(&default, &[])),
-            "quay.io/openshift/x:1: rejected by ClusterImagePolicy openshift (scope quay.io/openshift): \
+            "rejected by ClusterImagePolicy openshift (scope quay.io/openshift): \
              A signature was required, but no signature exists"
         );
         assert!(
