@@ -331,6 +331,87 @@ mod tests {
         assert!(check_hostname(&leaf, "*.example.com").is_err());
     }
 
+    /// A self-signed leaf made with the `openssl` CLI, carrying `extensions` (`-addext` values).
+    fn openssl_leaf(extensions: &[String]) -> CertificateDer<'static> {
+        let mut command = std::process::Command::new("openssl");
+        command.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            "/CN=leaf",
+            "-days",
+            "1",
+        ]);
+        for extension in extensions {
+            command.args(["-addext", extension]);
+        }
+        let output = command.output().expect("run openssl");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        leaf(&output.stdout).unwrap()
+    }
+
+    fn issuer_v1(issuer: &str) -> String {
+        format!("{OID_ISSUER_V1}=DER:{}", hex::encode(issuer))
+    }
+
+    fn issuer_v2(issuer: &str) -> String {
+        format!("{OID_ISSUER_V2}=ASN1:UTF8String:{issuer}")
+    }
+
+    /// signature-policy §5 "v1≠v2 issuer" and "issuer mismatch" (§3 step 3): both Fulcio issuer
+    /// extensions present must agree, and either one alone is read.
+    #[test]
+    fn fulcio_issuer_v1_and_v2_must_agree() {
+        let (github, google) = (
+            "https://github.com/login/oauth",
+            "https://accounts.google.com",
+        );
+        let both_differ = openssl_leaf(&[issuer_v1(github), issuer_v2(google)]);
+        assert_eq!(
+            check_fulcio_issuer(&both_differ, github),
+            Err(CertificateError::InconsistentIssuer {
+                v1: github.into(),
+                v2: google.into()
+            })
+        );
+        assert!(check_fulcio_issuer(&both_differ, google).is_err());
+        let both_agree = openssl_leaf(&[issuer_v1(github), issuer_v2(github)]);
+        assert_eq!(check_fulcio_issuer(&both_agree, github), Ok(()));
+        let v2_only = openssl_leaf(&[issuer_v2(google)]);
+        assert_eq!(check_fulcio_issuer(&v2_only, google), Ok(()));
+        assert!(matches!(
+            check_fulcio_issuer(&v2_only, github),
+            Err(CertificateError::IssuerMismatch { .. })
+        ));
+    }
+
+    /// signature-policy §5 "email absent" (§3 steps 3–4): a leaf with no email SAN, or only
+    /// other SANs, does not satisfy a required email.
+    #[test]
+    fn required_email_absent_from_the_leaf_is_refused() {
+        let wanted = "dev@example.com";
+        for extensions in [vec![], vec!["subjectAltName=DNS:example.com".to_string()]] {
+            assert_eq!(
+                check_email(&openssl_leaf(&extensions), wanted),
+                Err(CertificateError::EmailMissing(wanted.into())),
+                "{extensions:?}"
+            );
+        }
+        let with_email = openssl_leaf(&[format!("subjectAltName=email:{wanted}")]);
+        assert_eq!(check_email(&with_email, wanted), Ok(()));
+    }
+
     /// signature-policy §3 step 4 (certificate annotation exactly one PEM block) and step 3
     /// (the chain's last certificate dropped); golden helper vectors "not a certificate".
     #[test]

@@ -285,7 +285,8 @@ fn digest_matches(manifest: &[u8], digest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::render::PolicyObject;
+    use crate::plan::mirrors::RegistrySources;
+    use crate::policy::render::{PolicyObject, PolicyResource, RenderedPolicy};
     use crate::policy::requirement::SignedIdentity;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -364,7 +365,7 @@ mod tests {
         );
         assert_eq!(
             message(check(&default, &[])),
-            "quay.io/openshift/x:1: rejected by ClusterImagePolicy openshift (scope quay.io/openshift): \
+            "rejected by ClusterImagePolicy openshift (scope quay.io/openshift): \
              A signature was required, but no signature exists"
         );
         assert!(
@@ -389,6 +390,100 @@ mod tests {
         // Signed over other manifest bytes, validly: the digest check refuses it.
         let wrong_digest = signed(&pair, "quay.io/openshift/x:1", b"{}");
         assert!(message(check(&default, &[wrong_digest])).contains("does not match the manifest"));
+    }
+
+    /// signature-policy §5 "bad base64" and "`.sig` with only non-simplesigning layers": an
+    /// undecodable signature annotation is refused as such (not as a failed verification); a
+    /// `.sig` whose layers are all of another media type holds no signature.
+    #[test]
+    fn bad_base64_and_other_attachments_are_refused() {
+        let (pair, pem) = ed25519();
+        let image = Reference::parse("quay.io/openshift/x:1").unwrap();
+        let reqs = scoped(&pem, SignedIdentity::MatchRepoDigestOrExact);
+        let mut bad_base64 = signed(&pair, "quay.io/openshift/x:1", MANIFEST);
+        bad_base64
+            .annotations
+            .insert(ANNOTATION_SIGNATURE.into(), "not base64!".into());
+        let refused = message(check_scope(
+            "quay.io/openshift",
+            &reqs,
+            &image,
+            MANIFEST,
+            &[bad_base64],
+        ));
+        assert!(
+            refused.contains(
+                "(scope quay.io/openshift): invalid dev.cosignproject.cosign/signature annotation: "
+            ),
+            "{refused}"
+        );
+        let mut other = signed(&pair, "quay.io/openshift/x:1", MANIFEST);
+        other.media_type = "application/vnd.dev.sigstore.bundle.v0.3+json".into();
+        assert!(
+            message(check_scope(
+                "quay.io/openshift",
+                &reqs,
+                &image,
+                MANIFEST,
+                &[other.clone(), other],
+            ))
+            .ends_with(
+                "A signature was required, but no signature exists (0 non-sigstore signatures, \
+                 2 sigstore non-signature attachments)"
+            )
+        );
+    }
+
+    /// A ClusterImagePolicy on `scope` requiring a signature by `key_pem` (wire format).
+    fn key_policy(name: &str, scope: &str, key_pem: &[u8]) -> PolicyResource {
+        let spec = serde_json::from_value(serde_json::json!({
+            "scopes": [scope],
+            "policy": {
+                "rootOfTrust": {"policyType": "PublicKey", "publicKey": {"keyData": STANDARD.encode(key_pem)}},
+                "signedIdentity": {"matchPolicy": "MatchRepository"},
+            },
+        }))
+        .unwrap();
+        PolicyResource {
+            object: PolicyObject::ClusterImagePolicy { name: name.into() },
+            spec,
+        }
+    }
+
+    /// signature-policy §5 "two CIPs same scope, one unsatisfied (reject)" (§2.2: their
+    /// requirements are ANDed): a signature by one CIP's key only is rejected by the other CIP;
+    /// signatures by both keys are accepted, one per CIP.
+    #[test]
+    fn two_cluster_policies_on_one_scope_must_both_pass() {
+        let ((pair_a, pem_a), (pair_b, pem_b)) = (ed25519(), ed25519());
+        let policy = RenderedPolicy::render(
+            &[
+                key_policy("a", "quay.io/openshift", &pem_a),
+                key_policy("b", "quay.io/openshift", &pem_b),
+            ],
+            "ns",
+            &[],
+            &RegistrySources::default(),
+        );
+        let image = Reference::parse("quay.io/openshift/x:1").unwrap();
+        let (scope, reqs) = policy.lookup(&image).unwrap();
+        let check =
+            |attachments: &[Attachment]| check_scope(scope, reqs, &image, MANIFEST, attachments);
+        let by_a = signed(&pair_a, "quay.io/openshift/x:1", MANIFEST);
+        let by_b = signed(&pair_b, "quay.io/openshift/x:1", MANIFEST);
+        assert_eq!(
+            message(check(std::slice::from_ref(&by_a))),
+            "rejected by ClusterImagePolicy b (scope quay.io/openshift): \
+             cryptographic signature verification failed"
+        );
+        assert_eq!(
+            message(check(std::slice::from_ref(&by_b))),
+            "rejected by ClusterImagePolicy a (scope quay.io/openshift): \
+             cryptographic signature verification failed"
+        );
+        let both = check(&[by_a, by_b]).unwrap();
+        let objects: Vec<String> = both.iter().map(|a| a.object.to_string()).collect();
+        assert_eq!(objects, ["ClusterImagePolicy a", "ClusterImagePolicy b"]);
     }
 
     /// signature-policy §3 step 1 and issue 16 §3: a root of trust that cannot be evaluated
