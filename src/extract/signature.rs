@@ -3,6 +3,10 @@
 //! per-platform manifest's `.sig` attachments, fetched from the source that served that manifest,
 //! before the config or any layer; and what index.json records of it.
 //!
+//! Attachments are always looked up for an image under a scope: the MCO writes
+//! `use-sigstore-attachments: true` into registries.d for every scope and every mirror endpoint
+//! reachable from it (signature-policy §2.5), so on the node the serving source has it too.
+//!
 //! index.json, per image a policy applied to (absent otherwise):
 //! `"signature": {"scope": <the policy scope that matched>, "policyFingerprint": "sha256:<hex>"
 //! (see [`crate::policy::fingerprint`]), "verified": [{"object": "ClusterImagePolicy <name>" or
