@@ -121,6 +121,17 @@ fn signature_requests(registry: &Registry) -> Vec<Access> {
         .collect()
 }
 
+/// Exit 1 with `message` in the log, and nothing published.
+fn assert_refused(run: &RunOutput, out: &Path, message: &str) {
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(message),
+        "{message:?} in {}",
+        run.stderr
+    );
+    assert_nothing_published(out);
+}
+
 fn assert_nothing_published(out: &Path) {
     assert!(
         !out.join("index.json").exists(),
@@ -186,7 +197,6 @@ fn no_signature_is_refused_and_nothing_is_published() {
     fx.cluster(vec![fx.policy()]);
     let out = tempfile::tempdir().unwrap();
     let run = fx.run(out.path());
-    run.assert_code(1);
     let reference = fx.reference();
     let expected = format!(
         "image {reference} (from {}/ocp/capi-aws@{}): rejected by ClusterImagePolicy \
@@ -194,12 +204,7 @@ fn no_signature_is_refused_and_nothing_is_published() {
         fx.mirror.host(),
         fx.image.manifest_digest
     );
-    assert!(
-        run.stderr.contains(&expected),
-        "{expected:?} in {}",
-        run.stderr
-    );
-    assert_nothing_published(out.path());
+    assert_refused(&run, out.path(), &expected);
     let blobs: Vec<_> = fx
         .mirror
         .requests_by_us()
@@ -251,14 +256,11 @@ fn a_signature_on_the_source_only_is_refused_and_the_source_is_not_asked() {
         .trust(&mirror)
         .image("capi", &reference)
         .run(out.path());
-    run.assert_code(1);
-    assert!(
-        run.stderr
-            .contains("A signature was required, but no signature exists"),
-        "{}",
-        run.stderr
+    assert_refused(
+        &run,
+        out.path(),
+        "A signature was required, but no signature exists",
     );
-    assert_nothing_published(out.path());
     assert_eq!(signature_requests(&mirror).len(), 1);
     let asked: Vec<_> = source
         .requests_by_us()
@@ -320,19 +322,16 @@ fn a_signature_over_the_index_only_is_refused() {
     let reference = format!("{SOURCE}/capi-aws@{}", index.digest);
     let out = tempfile::tempdir().unwrap();
     let run = fx.extract().image("capi", &reference).run(out.path());
-    run.assert_code(1);
-    assert!(
-        run.stderr
-            .contains("A signature was required, but no signature exists"),
-        "{}",
-        run.stderr
+    assert_refused(
+        &run,
+        out.path(),
+        "A signature was required, but no signature exists",
     );
     assert_eq!(
         fx.signature_paths_asked(),
         [fx.image_signature_path()],
         "the per-platform manifest's tag, not the index's"
     );
-    assert_nothing_published(out.path());
 }
 
 /// Signature-policy §5 "wrong key": a signature by another key is not accepted.
@@ -349,15 +348,13 @@ fn a_signature_by_another_key_is_refused() {
     fx.cluster(vec![fx.policy()]);
     let out = tempfile::tempdir().unwrap();
     let run = fx.run(out.path());
-    run.assert_code(1);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_refused(
+        &run,
+        out.path(),
+        &format!(
             "rejected by ClusterImagePolicy {CIP} (scope {SCOPE}): cryptographic signature verification failed"
-        )),
-        "{}",
-        run.stderr
+        ),
     );
-    assert_nothing_published(out.path());
 }
 
 /// Issue 16 §1 and signature-policy §2.4, §5 "IP in namespace A not applied in namespace B":
@@ -467,14 +464,11 @@ fn public_key_with_rekor_needs_the_set() {
     )]);
     let out = tempfile::tempdir().unwrap();
     let run = fx.run(out.path());
-    run.assert_code(1);
-    assert!(
-        run.stderr
-            .contains("missing dev.sigstore.cosign/bundle annotation"),
-        "{}",
-        run.stderr
+    assert_refused(
+        &run,
+        out.path(),
+        "missing dev.sigstore.cosign/bundle annotation",
     );
-    assert_nothing_published(out.path());
 
     let bundle = rekor.rekor_bundle(&layer, &fx.key.public_pem(), INTEGRATED_TIME);
     fx.mirror
@@ -547,13 +541,7 @@ fn pki_chain_is_checked_at_the_current_time() {
         .push_signatures(REPO, digest, &[expired.signature_layer(&identity, digest)]);
     let out = tempfile::tempdir().unwrap();
     let run = fx.run(out.path());
-    run.assert_code(1);
-    assert!(
-        run.stderr.contains("certificate is not trusted"),
-        "{}",
-        run.stderr
-    );
-    assert_nothing_published(out.path());
+    assert_refused(&run, out.path(), "certificate is not trusted");
 
     let current = ca.leaf("current-leaf", "20240101000000Z", "20390101000000Z");
     fx.mirror
@@ -600,14 +588,11 @@ fn a_cached_manifest_still_needs_the_sources_signature() {
     fx.cluster(vec![fx.policy()]);
     let out = tempfile::tempdir().unwrap();
     let run = run_into(out.path());
-    run.assert_code(1);
-    assert!(
-        run.stderr
-            .contains("A signature was required, but no signature exists"),
-        "{}",
-        run.stderr
+    assert_refused(
+        &run,
+        out.path(),
+        "A signature was required, but no signature exists",
     );
     assert_eq!(manifest_gets(), fetched, "the manifest came from the cache");
     assert_eq!(signature_requests(&fx.mirror).len(), 1);
-    assert_nothing_published(out.path());
 }
