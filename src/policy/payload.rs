@@ -57,14 +57,46 @@ struct Identity {
     reference: String,
 }
 
-/// Other keys are ignored here, as upstream does.
-#[derive(Deserialize)]
+/// `creator` a string, `timestamp` a number; other keys are read as Go reads them into `any`
+/// and then ignored: a number out of f64's range or a duplicate key is an error there, so it is
+/// here (serde's own ignoring would skip both).
 struct Optional {
-    #[serde(default)]
-    #[allow(dead_code)] // read only to type-check it
-    creator: Option<String>,
-    #[serde(default)]
     timestamp: Option<serde_json::Number>,
+}
+
+impl<'de> Deserialize<'de> for Optional {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Optional, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Optional;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Optional, M::Error> {
+                let mut seen = std::collections::BTreeSet::new();
+                let mut timestamp = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    match key.as_str() {
+                        "creator" => {
+                            map.next_value::<String>()?;
+                        }
+                        "timestamp" => timestamp = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde_json::Value>()?;
+                        }
+                    }
+                }
+                Ok(Optional { timestamp })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 fn required_nullable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -129,6 +161,14 @@ mod tests {
             GOOD.replace("cosign container image signature", "other"),
             GOOD.replace("\"optional\":null", r#""optional":{"timestamp":1.5}"#),
             GOOD.replace("\"optional\":null", r#""optional":{"creator":1}"#),
+            // Go reads ignored keys into `any`: a duplicate or an out-of-range number fails there
+            // (found by the signature_payload fuzz target).
+            GOOD.replace("\"optional\":null", r#""optional":{"x":1,"x":2}"#),
+            GOOD.replace("\"optional\":null", r#""optional":{"x":[1e999]}"#),
+            GOOD.replace(
+                "\"optional\":null",
+                r#""optional":{"timestamp":1,"timestamp":2}"#,
+            ),
             GOOD.replace(
                 r#""type":"cosign"#,
                 r#""type":"cosign container image signature","type":"cosign"#,
