@@ -59,7 +59,8 @@ struct Identity {
 
 /// `creator` a string, `timestamp` a number; other keys are read as Go reads them into `any`
 /// and then ignored: a number out of f64's range or a duplicate key is an error there, so it is
-/// here (serde's own ignoring would skip both).
+/// here (serde's own ignoring would skip both). A string that is not UTF-8 is refused here where
+/// Go substitutes U+FFFD: stricter.
 struct Optional {
     timestamp: Option<serde_json::Number>,
 }
