@@ -3,9 +3,9 @@
 #   bash hack/fuzz.sh [SECONDS]    (default 60 per target; TARGETS="layer toc" picks some)
 # Installs cargo-afl if missing, builds the targets of fuzz/ (`cargo afl build`), writes seeds from
 # the tests' own fixtures (tests/it/fuzz_corpus.rs) plus tests/corpus, then runs each target for
-# SECONDS on one core. Findings are under target/fuzz-out/<target>/default/{crashes,hangs} (FUZZ_OUT=dir
-# moves them, so two campaigns can run side by side): commit
-# each as tests/corpus/<target>/<name> with its fix. Ends with one line of AFL's own counts.
+# SECONDS on one core. Findings are under target/fuzz-out/<target>/default/{crashes,hangs} (FUZZ_OUT=DIR
+# puts them in DIR instead, so that two campaigns can run side by side): commit each as
+# tests/corpus/<target>/<name> with its fix. Ends with one line of AFL's own counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
