@@ -13,7 +13,7 @@ use crate::cluster::ClusterConfig;
 use crate::plan::Planner;
 use crate::plan::keychain::{Keychain, KeychainError};
 use crate::plan::mirrors::MirrorTable;
-use crate::policy::{PolicyObject, RenderedPolicy};
+use crate::policy::RenderedPolicy;
 use crate::registry::RegistryClient;
 use crate::registry::auth::Authenticator;
 use crate::transport::proxy::Proxies;
@@ -149,15 +149,9 @@ pub(crate) fn assemble(settings: &Settings, cluster: &ClusterConfig) -> Result<S
     )
     .with_retry(settings.retry);
     let policy = settings.policy_namespace.as_deref().map(|namespace| {
-        let (cluster_wide, namespaced): (Vec<_>, Vec<_>) = cluster
-            .image_policies
-            .iter()
-            .cloned()
-            .partition(|p| matches!(p.object, PolicyObject::ClusterImagePolicy { .. }));
         let rendered = RenderedPolicy::render(
-            &cluster_wide,
+            &cluster.image_policies,
             namespace,
-            &namespaced,
             &cluster.registry_sources,
         );
         for dropped in &rendered.dropped {

@@ -589,7 +589,7 @@ pub fn policy_render(data: &[u8]) {
         return;
     };
     let text = |item: &Value, name: &str| item[name].as_str().unwrap_or_default().to_string();
-    let (mut cluster, mut namespaced, mut attachments) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut policies, mut attachments) = (Vec::new(), Vec::new());
     let mut references: Vec<String> = POLICY_REFERENCES.map(String::from).to_vec();
     let mut manifest = "{}".to_string();
     let mut sources = RegistrySources::default();
@@ -632,28 +632,23 @@ pub fn policy_render(data: &[u8]) {
         let Ok(spec) = serde_json::from_value::<ImagePolicySpec>(item["spec"].clone()) else {
             continue;
         };
-        let resource = PolicyResource { object, spec };
-        match resource.object {
-            PolicyObject::ClusterImagePolicy { .. } => cluster.push(resource),
-            PolicyObject::ImagePolicy { .. } => namespaced.push(resource),
-        }
+        policies.push(PolicyResource { object, spec });
     }
-    let namespace = namespaced
+    let namespace = policies
         .iter()
         .find_map(|r| match &r.object {
             PolicyObject::ImagePolicy { namespace, .. } => Some(namespace.clone()),
             PolicyObject::ClusterImagePolicy { .. } => None,
         })
         .unwrap_or_default();
-    let rendered = RenderedPolicy::render(&cluster, &namespace, &namespaced, &sources);
+    let rendered = RenderedPolicy::render(&policies, &namespace, &sources);
 
     let in_namespace = |r: &&PolicyResource| match &r.object {
         PolicyObject::ImagePolicy { namespace: ns, .. } => *ns == namespace,
         PolicyObject::ClusterImagePolicy { .. } => true,
     };
-    let scopes = cluster
+    let scopes = policies
         .iter()
-        .chain(&namespaced)
         .filter(in_namespace)
         .flat_map(|r| &r.spec.scopes);
     for scope in scopes {

@@ -125,7 +125,7 @@ mod tests {
             object: PolicyObject::ClusterImagePolicy { name: "c".into() },
             spec,
         };
-        RenderedPolicy::render(&[resource], namespace, &[], &Default::default())
+        RenderedPolicy::render(&[resource], namespace, &Default::default())
     }
 
     fn of(policy: &RenderedPolicy, namespace: &str) -> String {

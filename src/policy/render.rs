@@ -67,20 +67,22 @@ impl RenderedPolicy {
     /// Every ClusterImagePolicy, then the ImagePolicies of `namespace` (others are ignored),
     /// checked against `sources` as the MCO checks them.
     pub fn render(
-        cluster: &[PolicyResource],
+        policies: &[PolicyResource],
         namespace: &str,
-        namespaced: &[PolicyResource],
         sources: &RegistrySources,
     ) -> RenderedPolicy {
+        let is_cluster_wide =
+            |r: &&PolicyResource| matches!(r.object, PolicyObject::ClusterImagePolicy { .. });
         let mut rendered = RenderedPolicy::default();
-        let cluster_scopes: Vec<&str> = cluster
+        let cluster_scopes: Vec<&str> = policies
             .iter()
+            .filter(is_cluster_wide)
             .flat_map(|r| r.spec.scopes.iter().map(String::as_str))
             .collect();
-        for resource in cluster {
+        for resource in policies.iter().filter(is_cluster_wide) {
             rendered.add(resource, resource.spec.scopes.iter());
         }
-        for resource in namespaced {
+        for resource in policies {
             let in_namespace = matches!(
                 &resource.object,
                 PolicyObject::ImagePolicy { namespace: ns, .. } if ns == namespace
@@ -276,7 +278,6 @@ mod tests {
                 cip("sub", &["*.x.example.com"]),
             ],
             "ns",
-            &[],
             &RegistrySources::default(),
         );
         let one = |image: &str| found(&policy, image).map(|(scope, _)| scope);
@@ -294,7 +295,6 @@ mod tests {
         let latest = RenderedPolicy::render(
             &[cip("l", &["r.example.com/z:latest"])],
             "ns",
-            &[],
             &RegistrySources::default(),
         );
         assert_eq!(
@@ -311,9 +311,6 @@ mod tests {
             &[
                 cip("a", &["q.io/r"]),
                 cip("b", &["q.io/r", "*.example.com"]),
-            ],
-            "mine",
-            &[
                 ip("mine", "equal", &["q.io/r"]),
                 ip(
                     "mine",
@@ -322,6 +319,7 @@ mod tests {
                 ),
                 ip("other", "theirs", &["their.io"]),
             ],
+            "mine",
             &RegistrySources::default(),
         );
         assert_eq!(
@@ -376,13 +374,9 @@ mod tests {
                 cip("ok", &["quay.io/openshift", "a.example.com/x"]),
                 cip("outside", &["docker.io"]),
                 cip("inner", &["docker.io/library/busybox"]),
+                ip("ns", "mine", &["mirror.local:5000/ocp/sub", "other.io/x"]),
             ],
             "ns",
-            &[ip(
-                "ns",
-                "mine",
-                &["mirror.local:5000/ocp/sub", "other.io/x"],
-            )],
             &sources(
                 &[
                     "quay.io",
@@ -441,9 +435,9 @@ mod tests {
             &[
                 cip("wide", &["bad.io"]),
                 cip("narrow", &["bad.io/private/x"]),
+                ip("ns", "mine", &["a.evil.com/y"]),
             ],
             "ns",
-            &[ip("ns", "mine", &["a.evil.com/y"])],
             &sources(&[], &["bad.io/private", "*.evil.com"]),
         );
         assert_eq!(
@@ -478,9 +472,8 @@ mod tests {
     #[test]
     fn allowed_registry_that_is_a_scope_requires_the_signature() {
         let policy = RenderedPolicy::render(
-            &[cip("q", &["quay.io"])],
+            &[cip("q", &["quay.io"]), ip("ns", "own", &["own.io"])],
             "ns",
-            &[ip("ns", "own", &["own.io"])],
             &sources(&["quay.io", "own.io"], &[]),
         );
         assert_eq!(
@@ -504,12 +497,8 @@ mod tests {
     /// pulls): no new or different error.
     #[test]
     fn registry_sources_alone_add_nothing() {
-        let policy = RenderedPolicy::render(
-            &[],
-            "ns",
-            &[],
-            &sources(&["quay.io"], &["bad.io", "*.evil.com"]),
-        );
+        let policy =
+            RenderedPolicy::render(&[], "ns", &sources(&["quay.io"], &["bad.io", "*.evil.com"]));
         for image in [
             "quay.io/x:1",
             "bad.io/x:1",

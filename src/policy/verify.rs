@@ -462,7 +462,6 @@ mod tests {
                 key_policy("b", "quay.io/openshift", &pem_b),
             ],
             "ns",
-            &[],
             &RegistrySources::default(),
         );
         let image = Reference::parse("quay.io/openshift/x:1").unwrap();
