@@ -104,10 +104,6 @@ pub(super) async fn read(
             config.mirror_objects.push(object);
         }
     }
-    config
-        .mirror_objects
-        .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-
     match &image {
         Some(object) => {
             let (additional, sources) = objects::image_config(object).map_err(|cause| {
@@ -254,9 +250,6 @@ async fn read_policies(
             config.image_policies.push(policy);
         }
     }
-    config
-        .image_policies
-        .sort_by(|a, b| a.object.cmp(&b.object));
     Ok(())
 }
 

@@ -261,10 +261,6 @@ impl Found {
                 config.mirror_objects.push(mirror);
             }
         }
-        // Keys sort by name already; sorting again states the contract, not the map's order.
-        config
-            .mirror_objects
-            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
 
         let policy_keys: Vec<Key> = self
             .objects
@@ -288,9 +284,6 @@ impl Found {
                 config.image_policies.push(policy);
             }
         }
-        config
-            .image_policies
-            .sort_by(|a, b| a.object.cmp(&b.object));
 
         let image_key = (Known::Image, String::new(), IMAGE_CONFIG.to_string());
         match self.take(&image_key, "Image cluster")? {

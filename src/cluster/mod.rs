@@ -191,7 +191,7 @@ pub async fn read_with_extras(
     call_timeout: Duration,
     extras: &Extras,
 ) -> Result<ClusterConfig, ClusterError> {
-    let config = match source {
+    let mut config = match source {
         ClusterSource::Api { kubeconfig } => {
             api::read(kubeconfig.as_deref(), proxies, call_timeout, extras).await?
         }
@@ -204,6 +204,14 @@ pub async fn read_with_extras(
             config
         }
     };
+    // Once here for both readers: runs are deterministic whatever order the API or the directory
+    // walk produced.
+    config
+        .mirror_objects
+        .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    config
+        .image_policies
+        .sort_by(|a, b| a.object.cmp(&b.object));
     tracing::info!(
         mirror_objects = config.mirror_objects.len(),
         ca_bundles = config.ca_bundles.len(),
