@@ -194,13 +194,7 @@ async fn extract_command(args: ExtractArgs) -> Result<String, Failure> {
         partial: !args.no_partial,
         cache_dir: args.cache_dir.clone(),
     };
-    let policy = setup.policy.map(|rendered| {
-        std::sync::Arc::new(extract::SignaturePolicy {
-            rendered,
-            namespace: args.common.namespace.clone(),
-        })
-    });
-    match extract::extract(setup.client, setup.planner, policy, entries, &options).await {
+    match extract::extract(setup.client, setup.planner, setup.policy, entries, &options).await {
         Ok(summary) => {
             let message = if summary.warm {
                 format!(

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use crate::images::ImageEntry;
 use crate::layers::{self, Limits, Node, Subtree};
 use crate::plan::Planner;
+use crate::policy::RenderedPolicy;
 use crate::profiles::Profile;
 use crate::publish::{self, PublishError, Publisher};
 use crate::registry::{Platform, RegistryClient};
@@ -30,7 +31,6 @@ mod warm;
 
 pub(crate) use error::{ExtractError, ImageFailure};
 use index::{Described, index_json};
-pub(crate) use signature::SignaturePolicy;
 use signature::SignatureRecord;
 
 pub(crate) struct ExtractOptions {
@@ -69,7 +69,7 @@ pub(crate) struct Summary {
 pub(crate) async fn extract(
     client: Arc<RegistryClient>,
     planner: Arc<Planner>,
-    policy: Option<Arc<SignaturePolicy>>,
+    policy: Option<Arc<RenderedPolicy>>,
     entries: Vec<ImageEntry>,
     options: &ExtractOptions,
 ) -> Result<Summary, ExtractError> {

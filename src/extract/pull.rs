@@ -9,11 +9,12 @@ use super::cache::Cache;
 use super::error::{Attempt, AttemptError, ImageError, ImageFailure};
 use super::partial::Partial;
 use super::progress::{ImageProgress, LayerCounter};
-use super::signature::{Applicable, SignaturePolicy, SignatureRecord};
+use super::signature::{self, Applicable, SignatureRecord};
 use super::{PulledImage, queue};
 use crate::images::ImageEntry;
 use crate::layers::{self, Compression, Contribution, Limits, Subtree};
 use crate::plan::{Planner, Source};
+use crate::policy::RenderedPolicy;
 use crate::profiles::{self, Profile};
 use crate::registry::{
     BlobError, DOCKER_CONFIG, Descriptor, FetchedManifest, Manifest, OCI_CONFIG, Platform,
@@ -37,7 +38,7 @@ pub(super) struct Run {
     pub(super) limits: Limits,
     pub(super) partial: Partial,
     /// The cluster's signature policy; `None`: unknown (no cluster read), nothing checked.
-    pub(super) policy: Option<Arc<SignaturePolicy>>,
+    pub(super) policy: Option<Arc<RenderedPolicy>>,
 }
 
 /// What this run already has, by digest: a base layer shared by a dozen provider images is downloaded
@@ -84,8 +85,8 @@ pub(super) async fn pull_image(run: &Run, entry: ImageEntry) -> Result<PulledIma
         Ok(sources) => sources,
         Err(error) => return Err(failure(Vec::new(), Some(error))),
     };
-    let policy = run.policy.as_deref();
-    let applicable = policy.and_then(|p| p.for_image(&entry.reference));
+    let applicable =
+        (run.policy.as_deref()).and_then(|policy| signature::applicable(policy, &entry.reference));
     let mut attempts = Vec::new();
     for planned in &sources {
         let shown = planned.display();

@@ -13,8 +13,6 @@
 //! "ImagePolicy <namespace>/<name>", "verifiedBy": "public key sha256:<hex>" or "certificate
 //! issuer …, subject …, SAN …"}, …]}`, one `verified` entry per requirement (all must pass).
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use super::error::ImageError;
@@ -22,12 +20,6 @@ use crate::plan::Source;
 use crate::policy::{self, RenderedPolicy, ScopedRequirement};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-
-/// The policy as rendered for the namespace whose pods use these images.
-pub(crate) struct SignaturePolicy {
-    pub(crate) rendered: Arc<RenderedPolicy>,
-    pub(crate) namespace: String,
-}
 
 /// The requirements that apply to one image, and their fingerprint.
 pub(super) struct Applicable<'a> {
@@ -52,17 +44,18 @@ pub(crate) struct VerifiedRecord {
     pub(crate) verified_by: String,
 }
 
-impl SignaturePolicy {
-    /// The scope that names `image` (the reference as written, before any mirror); `None`: no
-    /// requirement, no signature request.
-    pub(super) fn for_image(&self, image: &Reference) -> Option<Applicable<'_>> {
-        let (scope, requirements) = self.rendered.lookup(image)?;
-        Some(Applicable {
-            scope,
-            requirements,
-            fingerprint: policy::fingerprint(&self.namespace, scope, requirements),
-        })
-    }
+/// The scope of `policy` that names `image` (the reference as written, before any mirror);
+/// `None`: no requirement, no signature request.
+pub(super) fn applicable<'a>(
+    policy: &'a RenderedPolicy,
+    image: &Reference,
+) -> Option<Applicable<'a>> {
+    let (scope, requirements) = policy.lookup(image)?;
+    Some(Applicable {
+        scope,
+        requirements,
+        fingerprint: policy::fingerprint(policy.namespace(), scope, requirements),
+    })
 }
 
 impl Applicable<'_> {

@@ -29,12 +29,13 @@ use futures_util::StreamExt;
 use thiserror::Error;
 
 use super::index::{Described, GENERATOR, IndexImage, IndexJson, index_json};
-use super::signature::SignaturePolicy;
+use super::signature;
 use super::{ExtractOptions, PulledImage};
 use crate::images::ImageEntry;
 use crate::layers::{self, Subtree};
 use crate::plan::Planner;
 use crate::plan::mirrors::MirrorError;
+use crate::policy::RenderedPolicy;
 use crate::profiles::{self, Profile, ProfileError};
 use crate::publish::{self, Publisher};
 use crate::registry::RegistryClient;
@@ -130,7 +131,7 @@ impl Reuse {
 pub(super) async fn reuse(
     client: &RegistryClient,
     planner: &Planner,
-    policy: Option<&SignaturePolicy>,
+    policy: Option<&RenderedPolicy>,
     entries: &[ImageEntry],
     options: &ExtractOptions,
 ) -> Reuse {
@@ -228,13 +229,13 @@ fn held(
     entry: &ImageEntry,
     image: IndexImage,
     planner: &Planner,
-    policy: Option<&SignaturePolicy>,
+    policy: Option<&RenderedPolicy>,
     options: &ExtractOptions,
 ) -> Result<PulledImage, NotReused> {
     if image.volume != entry.volume {
         return Err(NotReused::OtherVolume);
     }
-    let applies = policy.and_then(|p| p.for_image(&entry.reference));
+    let applies = policy.and_then(|p| signature::applicable(p, &entry.reference));
     let recorded = image.signature.as_ref().map(|s| &s.policy_fingerprint);
     if applies.as_ref().map(|a| &a.fingerprint) != recorded {
         return Err(NotReused::OtherPolicy);

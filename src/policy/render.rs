@@ -59,6 +59,7 @@ pub struct DroppedScope {
 /// The policy for one namespace: every requirement by scope (all must pass).
 #[derive(Debug, Default)]
 pub struct RenderedPolicy {
+    namespace: String,
     scopes: BTreeMap<String, Vec<ScopedRequirement>>,
     pub dropped: Vec<DroppedScope>,
 }
@@ -73,7 +74,10 @@ impl RenderedPolicy {
     ) -> RenderedPolicy {
         let is_cluster_wide =
             |r: &&PolicyResource| matches!(r.object, PolicyObject::ClusterImagePolicy { .. });
-        let mut rendered = RenderedPolicy::default();
+        let mut rendered = RenderedPolicy {
+            namespace: namespace.to_string(),
+            ..RenderedPolicy::default()
+        };
         let cluster_scopes: Vec<&str> = policies
             .iter()
             .filter(is_cluster_wide)
@@ -152,6 +156,11 @@ impl RenderedPolicy {
                     requirement: Requirement::from_spec(&resource.spec.policy),
                 });
         }
+    }
+
+    /// The namespace whose ImagePolicies this policy holds (the pods' that CRI-O checks by it).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The first scope that names `image` (exact identity, repository, each parent namespace,
